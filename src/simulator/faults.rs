@@ -1,0 +1,173 @@
+//! Fault injection: make chosen requests fail the ways real networks and GitLab fail.
+//!
+//! A fault names a route (method and path pattern) and fires on a count of matching requests,
+//! after skipping some, or with a probability. `DropAfterCommit` is the failure that makes
+//! rotation dangerous: GitLab performs the write and the client never hears the answer.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FaultAction {
+    /// Answer with this status and GitLab's body for it; nothing is changed.
+    Status { status: u16 },
+    /// Wait this long, then handle the request normally.
+    Latency { millis: u64 },
+    /// Never answer (until the simulator stops); nothing is changed.
+    Hang,
+    /// Perform the request, then close the connection without an answer.
+    DropAfterCommit,
+    /// Answer 429 with `Retry-After`, as GitLab's throttle does (§5.3); nothing is changed.
+    RateLimited { retry_after_secs: u64 },
+}
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// HTTP method, or `None` for any.
+    pub method: Option<String>,
+    /// Path pattern, matched against the raw request path: `*` is one segment, `**` any rest.
+    pub path: String,
+    pub action: FaultAction,
+    /// Matching requests to let through before the fault starts firing.
+    #[serde(default)]
+    pub skip: u32,
+    /// How many times it fires; `None` for every matching request.
+    pub times: Option<u32>,
+    /// Fire with this probability (seeded, so a run is repeatable).
+    pub probability: Option<f64>,
+}
+
+impl Fault {
+    pub fn new(method: Option<&str>, path: &str, action: FaultAction) -> Self {
+        Fault {
+            method: method.map(str::to_uppercase),
+            path: path.into(),
+            action,
+            skip: 0,
+            times: None,
+            probability: None,
+        }
+    }
+
+    /// Fires on the next `n` matching requests only.
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    pub fn skip(mut self, n: u32) -> Self {
+        self.skip = n;
+        self
+    }
+
+    pub fn probability(mut self, p: f64) -> Self {
+        self.probability = Some(p);
+        self
+    }
+
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && path_matches(&self.path, path)
+    }
+}
+
+/// `*` matches one non-empty segment, `**` the rest of the path.
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let mut pat = pattern.trim_matches('/').split('/');
+    let mut segs = path.trim_matches('/').split('/');
+    loop {
+        match (pat.next(), segs.next()) {
+            (Some("**"), _) => return true,
+            (Some("*"), Some(s)) if !s.is_empty() => continue,
+            (Some(p), Some(s)) if p == s => continue,
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Armed {
+    fault: Fault,
+    seen: u32,
+    fired: u32,
+}
+
+/// The faults in force, with their counters.
+#[derive(Debug)]
+pub struct FaultSet {
+    armed: Vec<Armed>,
+    rng: StdRng,
+    /// Added to every request.
+    pub latency: Duration,
+}
+
+impl Default for FaultSet {
+    fn default() -> Self {
+        FaultSet { armed: Vec::new(), rng: StdRng::seed_from_u64(0x5eed), latency: Duration::ZERO }
+    }
+}
+
+impl FaultSet {
+    pub fn add(&mut self, fault: Fault) {
+        self.armed.push(Armed { fault, seen: 0, fired: 0 });
+    }
+
+    pub fn clear(&mut self) {
+        self.armed.clear();
+    }
+
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = StdRng::seed_from_u64(seed);
+    }
+
+    /// The actions that apply to this request, in the order they were added; each counts it.
+    pub fn take(&mut self, method: &str, path: &str) -> Vec<FaultAction> {
+        let mut actions = Vec::new();
+        for armed in &mut self.armed {
+            if !armed.fault.matches(method, path) {
+                continue;
+            }
+            armed.seen += 1;
+            if armed.seen <= armed.fault.skip {
+                continue;
+            }
+            if armed.fault.times.is_some_and(|t| armed.fired >= t) {
+                continue;
+            }
+            if let Some(p) = armed.fault.probability {
+                if !self.rng.random_bool(p.clamp(0.0, 1.0)) {
+                    continue;
+                }
+            }
+            armed.fired += 1;
+            actions.push(armed.fault.action.clone());
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_segments() {
+        assert!(path_matches("/api/v4/projects/*/variables/*", "/api/v4/projects/a%2Fb/variables/K"));
+        assert!(!path_matches("/api/v4/projects/*/variables", "/api/v4/projects/1/variables/K"));
+        assert!(path_matches("/api/v4/**", "/api/v4/personal_access_tokens/3/rotate"));
+        assert!(!path_matches("/api/v4/*/x", "/api/v4//x"));
+    }
+
+    #[test]
+    fn counted_fault_fires_after_skip_then_stops() {
+        let mut set = FaultSet::default();
+        set.add(Fault::new(Some("post"), "/a/*", FaultAction::Hang).skip(1).times(2));
+        let fired: Vec<bool> = (0..5).map(|_| !set.take("POST", "/a/1").is_empty()).collect();
+        assert_eq!(fired, vec![false, true, true, false, false]);
+        assert!(set.take("GET", "/a/1").is_empty());
+    }
+}

@@ -1,0 +1,184 @@
+//! A built-in GitLab REST API simulator, faithful to the facts in `gitlab-api.md` (kept in
+//! `docs/gitlab-api.md`; sections are cited as §N throughout this module).
+//!
+//! It exists so that every test can talk to something that behaves like GitLab, including the
+//! parts that make rotation dangerous: rotation revokes the old token at once (§1.4), reuse of a
+//! revoked token on a rotate path revokes the whole token family (§1.5), and an answer can be
+//! lost after the write was made ([`FaultAction::DropAfterCommit`]).
+//!
+//! Layout: [`world`] holds the state, [`seed`] builds it, [`http`] speaks HTTP (params,
+//! pagination, rate limits, faults), `api` serves the endpoints, [`faults`] describes failures.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use patrol::simulator::{Seed, Simulator};
+//! let sim = Simulator::start(Seed::demo()).await?;
+//! println!("{}", sim.api_url()); // http://127.0.0.1:PORT/api/v4
+//! # Ok(()) }
+//! ```
+
+mod api;
+pub mod clock;
+pub mod faults;
+pub mod http;
+pub mod seed;
+pub mod world;
+
+pub use faults::{Fault, FaultAction};
+pub use seed::{Seed, DEMO_ADMIN_SECRET};
+pub use world::World;
+
+use http::{lock, RateLimiter, Shared};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Seed(#[from] seed::SeedError),
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct Simulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Starts on a random loopback port.
+    pub async fn start(seed: Seed) -> Result<Simulator, SimulatorError> {
+        Simulator::start_on("127.0.0.1:0", seed).await
+    }
+
+    pub async fn start_on(listen: &str, seed: Seed) -> Result<Simulator, SimulatorError> {
+        let world = seed.build()?;
+        let listener =
+            TcpListener::bind(listen).await.map_err(|source| SimulatorError::Bind { addr: listen.into(), source })?;
+        let addr = listener.local_addr().map_err(|source| SimulatorError::Bind { addr: listen.into(), source })?;
+        let shared = Arc::new(Shared {
+            world: std::sync::Mutex::new(world),
+            faults: std::sync::Mutex::new(faults::FaultSet::default()),
+            limiter: std::sync::Mutex::new(RateLimiter::default()),
+            origin: format!("http://{addr}"),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), stopped));
+        Ok(Simulator { addr, shared, stop, task: Some(task) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API root, `http://127.0.0.1:PORT/api/v4`.
+    pub fn api_url(&self) -> String {
+        format!("{}/api/v4", self.shared.origin)
+    }
+
+    /// Reads or changes the simulated instance directly (tests' back door).
+    pub fn with_world<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+        f(&mut lock(&self.shared.world))
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.shared.faults).add(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// Seeds the random choice of probabilistic faults.
+    pub fn seed_faults(&self, seed: u64) {
+        lock(&self.shared.faults).seed(seed);
+    }
+
+    /// Latency added to every request.
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.shared.faults).latency = latency;
+    }
+
+    /// GitLab's authenticated-API throttle, per minute; `None` turns it off (§5.3).
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) {
+        lock(&self.shared.limiter).per_minute = per_minute;
+    }
+
+    /// How many requests the throttle refused with 429.
+    pub fn throttled(&self) -> u64 {
+        lock(&self.shared.limiter).throttled
+    }
+
+    /// Every request seen so far (never a secret).
+    pub fn requests(&self) -> Vec<world::RequestRecord> {
+        lock(&self.shared.world).requests.clone()
+    }
+
+    /// Every secret the simulator ever issued, seeded ones included.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        lock(&self.shared.world).issued_secrets.clone()
+    }
+
+    /// Each time GitLab's reuse detection fired (§1.5). A correct client never causes one.
+    pub fn reuse_detections(&self) -> Vec<world::ReuseDetection> {
+        lock(&self.shared.world).reuse_detections.clone()
+    }
+
+    /// The secret of the first admin's active token, if there is one.
+    pub fn admin_secret(&self) -> Option<String> {
+        self.with_world(|w| {
+            let today = w.today();
+            let admins: Vec<_> = w.users.values().filter(|u| u.admin).map(|u| u.id).collect();
+            w.tokens.values().find(|t| admins.contains(&t.user_id) && t.active(today)).map(|t| t.secret.clone())
+        })
+    }
+
+    /// Stops accepting, ends every connection (hanging requests too) and waits for the server.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "simulator: accept failed");
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let shared = shared.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| http::handle(shared.clone(), req));
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stopped.changed() => {}
+            }
+        });
+    }
+}
