@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "patrol", version, about = "Rotate GitLab access tokens before they expire, and write the new secrets where they are used.")]
+#[command(
+    name = "patrol",
+    version,
+    about = "Rotate GitLab access tokens before they expire, and write the new secrets where they are used."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -27,9 +27,7 @@ impl Clock {
 
     pub fn now(&self) -> DateTime<Utc> {
         match self.since {
-            Some(since) => {
-                self.base + Duration::from_std(since.elapsed()).unwrap_or_else(|_| Duration::zero())
-            }
+            Some(since) => self.base + Duration::from_std(since.elapsed()).unwrap_or_else(|_| Duration::zero()),
             None => self.base,
         }
     }

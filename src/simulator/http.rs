@@ -57,7 +57,12 @@ impl Params {
                         map.insert(k, v);
                     }
                 }
-                Ok(_) | Err(_) => return Err(Reply::json(400, json!({"error": "The provided content-type 'application/json' is not supported or the body is malformed"}))),
+                Ok(_) | Err(_) => {
+                    return Err(Reply::json(
+                        400,
+                        json!({"error": "The provided content-type 'application/json' is not supported or the body is malformed"}),
+                    ))
+                }
             }
         } else if ct.starts_with("application/x-www-form-urlencoded") {
             add_form(&mut map, body);
@@ -113,8 +118,7 @@ impl Params {
             Some(s) => DateTime::parse_from_rfc3339(&s)
                 .map(|d| Some(d.with_timezone(&Utc)))
                 .or_else(|_| {
-                    NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-                        .map(|d| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
+                    NaiveDate::parse_from_str(&s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
                 })
                 .map_err(|_| Reply::param_invalid(key)),
         }
@@ -314,9 +318,7 @@ pub fn paginate(origin: &str, req: &Req, items: Vec<Value>) -> ApiResult {
     links.push(format!("<{}>; rel=\"first\"", link(1)));
     if counted {
         links.push(format!("<{}>; rel=\"last\"", link(total_pages)));
-        reply = reply
-            .with_header("x-total", total.to_string())
-            .with_header("x-total-pages", total_pages.to_string());
+        reply = reply.with_header("x-total", total.to_string()).with_header("x-total-pages", total_pages.to_string());
     }
     Ok(reply.with_header("link", links.join(", ")))
 }
@@ -500,8 +502,12 @@ mod tests {
 
     #[test]
     fn form_arrays_and_filters_parse_like_grape() {
-        let p = Params::parse("filter%5Benvironment_scope%5D=prod", Some("application/x-www-form-urlencoded"), b"scopes[]=api&scopes[]=read_api&masked=true")
-            .unwrap_or_default();
+        let p = Params::parse(
+            "filter%5Benvironment_scope%5D=prod",
+            Some("application/x-www-form-urlencoded"),
+            b"scopes[]=api&scopes[]=read_api&masked=true",
+        )
+        .unwrap_or_default();
         assert_eq!(p.str("filter[environment_scope]").as_deref(), Some("prod"));
         assert_eq!(p.list("scopes").ok().flatten(), Some(vec!["api".to_owned(), "read_api".to_owned()]));
         assert_eq!(p.bool("masked").ok().flatten(), Some(true));

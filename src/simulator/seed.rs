@@ -75,7 +75,7 @@ pub struct SeedMember {
 
 /// A token. Its owner is `user` (personal or service-account token), `project` or `group`
 /// (resource token, with a bot user created for it).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedToken {
     pub name: String,
@@ -94,6 +94,25 @@ pub struct SeedToken {
     pub access_level: Option<u8>,
     /// A fixed secret (tests and the demo admin); default: a fresh random one.
     pub secret: Option<String>,
+}
+
+impl Default for SeedToken {
+    /// Like a seed file's default: scope `api`, no expiry, a fresh secret.
+    fn default() -> Self {
+        SeedToken {
+            name: String::new(),
+            user: None,
+            project: None,
+            group: None,
+            scopes: default_scopes(),
+            description: None,
+            expires_at: None,
+            expires_in_days: None,
+            revoked: false,
+            access_level: None,
+            secret: None,
+        }
+    }
 }
 
 fn default_scopes() -> Vec<String> {
@@ -139,6 +158,8 @@ pub struct SeedPipeline {
     pub environment: Option<String>,
     #[serde(default = "default_source")]
     pub source: String,
+    /// `workflow:name`; GitLab shows `null` without one.
+    pub name: Option<String>,
 }
 
 fn default_ref() -> String {
@@ -156,8 +177,11 @@ impl Seed {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| SeedError::Read { path: shown.clone(), source })?;
         if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text)
-                .map_err(|e| SeedError::Parse { path: shown, format: "JSON", message: e.to_string() })
+            serde_json::from_str(&text).map_err(|e| SeedError::Parse {
+                path: shown,
+                format: "JSON",
+                message: e.to_string(),
+            })
         } else {
             toml::from_str(&text).map_err(|e| SeedError::Parse { path: shown, format: "TOML", message: e.to_string() })
         }
@@ -201,10 +225,16 @@ impl Seed {
                     let source = source(&mut w, p.as_deref(), g.as_deref(), "token")?;
                     w.add_bot(source, t.access_level.unwrap_or(MAINTAINER))
                 }
-                _ => return Err(SeedError::Invalid(format!("token {:?} must name one of user, project or group", t.name))),
+                _ => {
+                    return Err(SeedError::Invalid(format!(
+                        "token {:?} must name one of user, project or group",
+                        t.name
+                    )))
+                }
             };
             let expires = t.expires_at.or(t.expires_in_days.map(|d| now.date_naive() + Duration::days(d)));
-            let id = w.insert_token(user, &t.name, t.description.clone(), t.scopes.clone(), expires, None, t.secret.clone());
+            let id =
+                w.insert_token(user, &t.name, t.description.clone(), t.scopes.clone(), expires, None, t.secret.clone());
             if let Some(token) = w.tokens.get_mut(&id) {
                 token.revoked = t.revoked;
                 token.created_at = now - Duration::days(300);
@@ -253,7 +283,7 @@ impl Seed {
                     source: p.source.clone(),
                     ref_: p.ref_.clone(),
                     sha,
-                    name: None,
+                    name: p.name.clone(),
                     created_at: at,
                     updated_at: at,
                     started_at: Some(at),
@@ -298,7 +328,12 @@ impl Seed {
         };
         Seed {
             users: vec![
-                SeedUser { username: "root".into(), name: Some("Administrator".into()), admin: true, ..Default::default() },
+                SeedUser {
+                    username: "root".into(),
+                    name: Some("Administrator".into()),
+                    admin: true,
+                    ..Default::default()
+                },
                 SeedUser {
                     username: "svc-inventory".into(),
                     name: Some("GitLab Security Service - Inventory".into()),
@@ -313,13 +348,29 @@ impl Seed {
                 SeedProject { path: "security/reports".into(), ci_uses: vec!["SECURITY_GROUP_TOKEN".into()] },
             ],
             tokens: vec![
-                SeedToken { user: Some("root".into()), secret: Some(DEMO_ADMIN_SECRET.into()), ..token("patrol admin", 200) },
-                SeedToken { user: Some("svc-inventory".into()), ..token("GitLab Security Service - Architecture - Inventory", 5) },
+                SeedToken {
+                    user: Some("root".into()),
+                    secret: Some(DEMO_ADMIN_SECRET.into()),
+                    ..token("patrol admin", 200)
+                },
+                SeedToken {
+                    user: Some("svc-inventory".into()),
+                    ..token("GitLab Security Service - Architecture - Inventory", 5)
+                },
                 SeedToken { project: Some("security/scanner".into()), ..token("scanner-ci", 200) },
-                SeedToken { group: Some("security".into()), access_level: Some(OWNER), ..token("security-reports", -2) },
+                SeedToken {
+                    group: Some("security".into()),
+                    access_level: Some(OWNER),
+                    ..token("security-reports", -2)
+                },
             ],
             variables: vec![
-                variable(Some("security/inventory-builder"), None, "INVENTORY_API_TOKEN", "GitLab Security Service - Architecture - Inventory"),
+                variable(
+                    Some("security/inventory-builder"),
+                    None,
+                    "INVENTORY_API_TOKEN",
+                    "GitLab Security Service - Architecture - Inventory",
+                ),
                 variable(Some("security/scanner"), None, "SCANNER_TOKEN", "scanner-ci"),
                 variable(None, Some("security"), "SECURITY_GROUP_TOKEN", "security-reports"),
             ],

@@ -26,11 +26,17 @@ pub enum UserKind {
     Human,
     /// A service account; `group` is its top-level group for group service accounts (§1.8),
     /// `None` for instance service accounts.
-    ServiceAccount { group: Option<Id> },
+    ServiceAccount {
+        group: Option<Id>,
+    },
     /// The bot user behind a project access token (§2 "Bot user").
-    ProjectBot { project: Id },
+    ProjectBot {
+        project: Id,
+    },
     /// The bot user behind a group access token.
-    GroupBot { group: Id },
+    GroupBot {
+        group: Id,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,15 +227,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            max_token_lifetime_days: 365,
-            require_token_expiry: true,
-            web_host: "gitlab.example.com".into(),
-        }
+        Settings { max_token_lifetime_days: 365, require_token_expiry: true, web_host: "gitlab.example.com".into() }
     }
 }
 
-#[derive(Debug)]
 pub struct World {
     pub clock: Clock,
     pub settings: Settings,
@@ -246,6 +247,26 @@ pub struct World {
     pub issued_secrets: Vec<String>,
     by_secret: HashMap<String, Id>,
     next_id: Id,
+}
+
+/// Leaves out the secret index and the issued secrets: `Debug` never shows a secret.
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("clock", &self.clock)
+            .field("settings", &self.settings)
+            .field("users", &self.users)
+            .field("groups", &self.groups)
+            .field("projects", &self.projects)
+            .field("members", &self.members)
+            .field("tokens", &self.tokens)
+            .field("variables", &self.variables)
+            .field("pipelines", &self.pipelines)
+            .field("requests", &self.requests.len())
+            .field("reuse_detections", &self.reuse_detections)
+            .field("issued_secrets", &self.issued_secrets.len())
+            .finish()
+    }
 }
 
 impl World {
@@ -320,13 +341,7 @@ impl World {
             None => (None, path),
         };
         let id = self.next_id();
-        let project = Project {
-            id,
-            path_with_namespace: path.into(),
-            name: name.into(),
-            group,
-            ci_uses: Vec::new(),
-        };
+        let project = Project { id, path_with_namespace: path.into(), name: name.into(), group, ci_uses: Vec::new() };
         self.projects.insert(id, project);
         id
     }
@@ -367,9 +382,7 @@ impl World {
 
     pub fn source_path(&self, source: Source) -> String {
         match source {
-            Source::Project(id) => {
-                self.projects.get(&id).map(|p| p.path_with_namespace.clone()).unwrap_or_default()
-            }
+            Source::Project(id) => self.projects.get(&id).map(|p| p.path_with_namespace.clone()).unwrap_or_default(),
             Source::Group(id) => self.groups.get(&id).map(|g| g.full_path.clone()).unwrap_or_default(),
         }
     }
@@ -382,12 +395,7 @@ impl World {
     }
 
     fn direct_level(&self, user: Id, source: Source) -> u8 {
-        self.members
-            .iter()
-            .filter(|m| m.user == user && m.source == source)
-            .map(|m| m.access_level)
-            .max()
-            .unwrap_or(0)
+        self.members.iter().filter(|m| m.user == user && m.source == source).map(|m| m.access_level).max().unwrap_or(0)
     }
 
     /// The user's effective access level on a project or group: the highest of its direct
@@ -397,9 +405,7 @@ impl World {
             return OWNER;
         }
         let (direct, group) = match source {
-            Source::Project(p) => {
-                (self.direct_level(user, source), self.projects.get(&p).and_then(|p| p.group))
-            }
+            Source::Project(p) => (self.direct_level(user, source), self.projects.get(&p).and_then(|p| p.group)),
             Source::Group(g) => (0, Some(g)),
         };
         let inherited = group
@@ -442,8 +448,7 @@ impl World {
         loop {
             let body: String = (0..20)
                 .map(|_| {
-                    const CHARS: &[u8] =
-                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
                     CHARS[rng.random_range(0..CHARS.len())] as char
                 })
                 .collect();
@@ -520,8 +525,7 @@ impl World {
         let mut revoked = Vec::new();
         let mut frontier = vec![id];
         while let Some(parent) = frontier.pop() {
-            let children: Vec<Id> =
-                self.tokens.values().filter(|t| t.previous == Some(parent)).map(|t| t.id).collect();
+            let children: Vec<Id> = self.tokens.values().filter(|t| t.previous == Some(parent)).map(|t| t.id).collect();
             for child in children {
                 if let Some(t) = self.tokens.get_mut(&child) {
                     if t.active(today) {
@@ -544,9 +548,7 @@ impl World {
 
     /// Service accounts of a top-level group.
     pub fn group_service_accounts(&self, group: Id) -> impl Iterator<Item = &User> {
-        self.users
-            .values()
-            .filter(move |u| u.kind == UserKind::ServiceAccount { group: Some(group) })
+        self.users.values().filter(move |u| u.kind == UserKind::ServiceAccount { group: Some(group) })
     }
 
     // ---- variables and pipelines -------------------------------------------------------

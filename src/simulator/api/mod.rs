@@ -225,9 +225,12 @@ fn insufficient_scope(need: Need) -> Reply {
     let description = "The request requires higher privileges than provided by the access token.";
     Reply::json(403, json!({"error": "insufficient_scope", "error_description": description, "scope": need.names()}))
         .with_header(
-            "www-authenticate",
-            format!("Bearer realm=\"The API\", error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{}\"", need.names()),
-        )
+        "www-authenticate",
+        format!(
+            "Bearer realm=\"The API\", error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{}\"",
+            need.names()
+        ),
+    )
 }
 
 /// What a handler works with.

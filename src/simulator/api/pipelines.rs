@@ -8,8 +8,17 @@ use crate::simulator::world::{Id, Pipeline, Source, World, DEVELOPER, REPORTER};
 use serde_json::{json, Value};
 
 const STATUSES: [&str; 11] = [
-    "created", "waiting_for_resource", "preparing", "pending", "running", "success", "failed", "canceled", "skipped",
-    "manual", "scheduled",
+    "created",
+    "waiting_for_resource",
+    "preparing",
+    "pending",
+    "running",
+    "success",
+    "failed",
+    "canceled",
+    "skipped",
+    "manual",
+    "scheduled",
 ];
 
 fn web_url(world: &World, p: &Pipeline) -> String {

@@ -37,7 +37,8 @@ pub fn token_json(world: &World, t: &Token, secret: bool) -> Value {
 /// name, case-insensitively; with no such term the whole query must equal the name.
 fn search_matches(query: &str, name: &str) -> bool {
     let name = name.to_lowercase();
-    let terms: Vec<String> = query.split_whitespace().filter(|t| t.chars().count() >= 3).map(str::to_lowercase).collect();
+    let terms: Vec<String> =
+        query.split_whitespace().filter(|t| t.chars().count() >= 3).map(str::to_lowercase).collect();
     if terms.is_empty() {
         return name == query.to_lowercase();
     }
@@ -207,7 +208,8 @@ pub fn user_pat_create(ctx: &mut Ctx, user: &str) -> ApiResult {
     if !ctx.actor.admin {
         return Err(Reply::forbidden());
     }
-    let user = user.parse::<Id>().ok().filter(|u| ctx.world.users.contains_key(u)).ok_or_else(|| Reply::not_found("User"))?;
+    let user =
+        user.parse::<Id>().ok().filter(|u| ctx.world.users.contains_key(u)).ok_or_else(|| Reply::not_found("User"))?;
     let name = ctx.req.params.required_str("name")?;
     let scopes = required_scopes(ctx)?;
     let description = description(ctx)?;
@@ -230,7 +232,7 @@ fn manageable(ctx: &Ctx, owner: &Owner) -> Result<(Source, u8), Reply> {
     Ok((source, level))
 }
 
-fn resource_tokens<'w>(world: &'w World, source: Source) -> Vec<&'w Token> {
+fn resource_tokens(world: &World, source: Source) -> Vec<&Token> {
     world.tokens.values().filter(|t| world.token_resource(t) == Some(source)).collect()
 }
 
@@ -290,7 +292,9 @@ pub fn resource_create(ctx: &mut Ctx, owner: &Owner) -> ApiResult {
         .filter(|l| [10, 15, 20, 30, 40, 50].contains(l))
         .ok_or_else(|| Reply::param_invalid("access_level"))?;
     if access_level > level {
-        return Err(Reply::bad_request("Access level of the token can't be greater than the access level of the user who created the token"));
+        return Err(Reply::bad_request(
+            "Access level of the token can't be greater than the access level of the user who created the token",
+        ));
     }
     let expires_at = expiry_param(ctx, None, true)?;
     let bot = ctx.world.add_bot(source, access_level);

@@ -145,7 +145,10 @@ pub fn update(ctx: &mut Ctx, owner: &Owner, key: &str) -> ApiResult {
     }
     if let Some(masked) = p.bool("masked")? {
         if v.hidden && masked != v.masked {
-            return Err(Reply::validation("base", "Updating masked attribute is not allowed on updates for hidden variables."));
+            return Err(Reply::validation(
+                "base",
+                "Updating masked attribute is not allowed on updates for hidden variables.",
+            ));
         }
         v.masked = masked;
     }
