@@ -1,26 +1,125 @@
-//! Command-line interface. The doc comments are the `--help` text.
+//! Command-line interface. The doc comments are the `--help` text; every option that can also
+//! come from the environment names its variable.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "patrol",
     version,
-    about = "Rotate GitLab access tokens before they expire, and write the new secrets where they are used."
+    about = "Rotate GitLab access tokens before they expire, and write the new secrets where they are used.",
+    after_help = "Exit codes: 0 success, 1 a token failed, 2 usage or config error, 3 GitLab unreachable or credential rejected, 4 plan --exit-code found tokens due."
 )]
 pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "PATROL_CONFIG", default_value = "patrol.toml")]
+    pub config: PathBuf,
+    /// GitLab API root, ending in /api/v4 [default: $CI_API_V4_URL, else $CI_SERVER_URL/api/v4, else [gitlab] url]
+    #[arg(long, global = true, env = "PATROL_GITLAB_URL")]
+    pub gitlab_url: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "PATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log detail (-v debug, -vv trace). PATROL_LOG (an env-filter) overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the built-in GitLab API simulator on a local address.
-    Simulator(SimulatorArgs),
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read-only: inspect every managed token and say what `rotate` would do.
+    Plan(PlanArgs),
+    /// Rotate what is due, write the new secret to every configured CI/CD variable, verify it,
+    /// then retry or start the dependent pipelines.
+    Rotate(RotateArgs),
+    /// Read-only: list every token the credential can see that expires within N days, marking
+    /// which ones the config manages.
+    Audit(AuditArgs),
+    /// Check the config file offline (no network); print every problem found.
+    Validate,
+    /// Run the built-in GitLab API simulator on a local address.
+    Simulator(SimulatorArgs),
+    /// Start the built-in simulator with sample data and run plan + rotate against it.
+    Demo,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// How many GitLab requests may be in flight at once.
+    #[arg(long, env = "PATROL_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Selection {
+    /// Act on this managed token only (its `id` in the config); repeatable.
+    #[arg(long = "only", value_name = "ID")]
+    pub only: Vec<String>,
+    /// Write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write a JUnit XML report to FILE, one test case per managed token.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Exit 4 instead of 0 when at least one token is due.
+    #[arg(long)]
+    pub exit_code: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Rotate the selected tokens even if not due (a leaked token). Requires --only or --all.
+    #[arg(long)]
+    pub force: bool,
+    /// With --force: select every managed token.
+    #[arg(long, requires = "force")]
+    pub all: bool,
+    /// Only say what would be done, like `plan`.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// List tokens expiring within this many days (and those expired in as many past days).
+    #[arg(long, default_value_t = 30)]
+    pub within_days: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only this group's access tokens, its projects' tokens and its service accounts' tokens,
+    /// subgroups included.
+    #[arg(long, value_name = "PATH")]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct SimulatorArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]

@@ -3,5 +3,12 @@
 //!
 //! The crate is a library (what the tests import) and the `patrol` binary (`main.rs`).
 
+pub mod app;
 pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod gitlab;
+pub mod report;
+pub mod secret;
 pub mod simulator;

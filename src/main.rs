@@ -1,36 +1,59 @@
 use clap::Parser;
-use patrol::cli::{Cli, Command, SimulatorArgs};
+use patrol::app::{self, Env};
+use patrol::cli::{Cli, Command, LogFormat, SimulatorArgs};
 use patrol::simulator::{Seed, Simulator};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PATROL_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
+    init_logging(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("patrol: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(app::EXIT_FAILED);
         }
     };
-    runtime.block_on(async {
-        match cli.command {
+    let env = Env::from_process();
+    ExitCode::from(runtime.block_on(async {
+        match &cli.command {
             Command::Simulator(args) => run_simulator(args).await,
+            _ => app::run(cli, &env).await,
         }
-    })
+    }))
 }
 
-async fn run_simulator(args: SimulatorArgs) -> ExitCode {
+fn init_logging(cli: &Cli) {
+    // The demo speaks on stdout; its log would only interleave with the story.
+    let quiet = cli.quiet || matches!(cli.command, Command::Demo);
+    let default = match (quiet, cli.verbose) {
+        (true, 0) => "warn",
+        (true, _) => "info",
+        (false, 0) => "info",
+        (false, 1) => "patrol=debug,info",
+        (false, _) => "patrol=trace,debug",
+    };
+    let filter = EnvFilter::try_from_env("PATROL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).with_target(false).init()
+        }
+    }
+}
+
+async fn run_simulator(args: &SimulatorArgs) -> u8 {
     let seed = match &args.seed {
         Some(path) => match Seed::load(path) {
             Ok(seed) => seed,
             Err(e) => {
                 eprintln!("patrol simulator: {e}");
-                return ExitCode::from(2);
+                return app::EXIT_USAGE;
             }
         },
         None => Seed::demo(),
@@ -39,7 +62,7 @@ async fn run_simulator(args: SimulatorArgs) -> ExitCode {
         Ok(sim) => sim,
         Err(e) => {
             eprintln!("patrol simulator: {e}");
-            return ExitCode::from(2);
+            return app::EXIT_USAGE;
         }
     };
     sim.set_rate_limit(args.rate_limit);
@@ -55,5 +78,5 @@ async fn run_simulator(args: SimulatorArgs) -> ExitCode {
     }
     sim.shutdown().await;
     eprintln!("patrol simulator: stopped");
-    ExitCode::SUCCESS
+    app::EXIT_OK
 }

@@ -371,7 +371,10 @@ impl Seed {
                     "INVENTORY_API_TOKEN",
                     "GitLab Security Service - Architecture - Inventory",
                 ),
-                variable(Some("security/scanner"), None, "SCANNER_TOKEN", "scanner-ci"),
+                SeedVariable {
+                    hidden: false,
+                    ..variable(Some("security/scanner"), None, "SCANNER_TOKEN", "scanner-ci")
+                },
                 variable(None, Some("security"), "SECURITY_GROUP_TOKEN", "security-reports"),
             ],
             pipelines: vec![

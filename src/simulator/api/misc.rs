@@ -64,6 +64,11 @@ pub fn user_list(ctx: &mut Ctx) -> ApiResult {
     ctx.paginate(items)
 }
 
+pub fn user_get(ctx: &mut Ctx, id: Id) -> ApiResult {
+    let u = ctx.world.users.get(&id).ok_or_else(|| Reply::not_found("User"))?;
+    Ok(Reply::json(200, user_json(ctx.world, u, ctx.actor.admin)))
+}
+
 pub fn project_get(ctx: &mut Ctx, project: &str) -> ApiResult {
     let id = ctx.project(project)?;
     Ok(Reply::json(200, project_json(ctx.world, id)))

@@ -65,6 +65,7 @@ pub enum Route {
     PipelineCreate(String),
     CurrentUser,
     UserList,
+    UserGet(Id),
     ProjectGet(String),
     GroupGet(String),
     GroupProjects(String),
@@ -137,6 +138,7 @@ pub fn route(method: &str, segments: &[String]) -> Option<(Route, Need)> {
         ("POST", ["users", user, "personal_access_tokens"]) => (UserPatCreate(user.to_string()), Write),
         ("GET", ["user"]) => (CurrentUser, AnyScope),
         ("GET", ["users"]) => (UserList, Read),
+        ("GET", ["users", id]) => (UserGet(id.parse().ok()?), Read),
         ("GET", ["projects", p]) => (ProjectGet(p.to_string()), Read),
         ("GET", ["groups", g]) => (GroupGet(g.to_string()), Read),
         ("GET", ["groups", g, "projects"]) => (GroupProjects(g.to_string()), Read),
@@ -225,12 +227,12 @@ fn insufficient_scope(need: Need) -> Reply {
     let description = "The request requires higher privileges than provided by the access token.";
     Reply::json(403, json!({"error": "insufficient_scope", "error_description": description, "scope": need.names()}))
         .with_header(
-        "www-authenticate",
-        format!(
+            "www-authenticate",
+            format!(
             "Bearer realm=\"The API\", error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{}\"",
             need.names()
         ),
-    )
+        )
 }
 
 /// What a handler works with.
@@ -284,6 +286,7 @@ pub fn serve(world: &mut World, origin: &str, req: &Req) -> (Reply, Option<Id>) 
         Route::PipelineCreate(p) => pipelines::create(&mut ctx, &p),
         Route::CurrentUser => misc::current_user(&mut ctx),
         Route::UserList => misc::user_list(&mut ctx),
+        Route::UserGet(id) => misc::user_get(&mut ctx, id),
         Route::ProjectGet(p) => misc::project_get(&mut ctx, &p),
         Route::GroupGet(g) => misc::group_get(&mut ctx, &g),
         Route::GroupProjects(g) => misc::group_projects(&mut ctx, &g),

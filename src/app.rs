@@ -1,0 +1,306 @@
+//! The commands: turn parsed arguments into a run of the engine, print, report, and pick the
+//! exit code. `main.rs` only sets up logging and calls [`run`].
+
+use crate::cli::{AuditArgs, Cli, Command, PlanArgs, RotateArgs, Selection};
+use crate::config::{Config, ConfigError, ManagedToken};
+use crate::engine::{audit, Engine, Mode, Options};
+use crate::gitlab::{Client, ClientOptions, GitlabError};
+use crate::report::{self, RunReport, Summary, TokenReport};
+use crate::secret::Secret;
+use chrono::{NaiveDate, Utc};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNREACHABLE: u8 = 3;
+pub const EXIT_DUE: u8 = 4;
+
+/// A reason to stop before doing anything, with its exit code.
+#[derive(Debug)]
+pub struct Stop {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Stop {
+    fn usage(message: impl Into<String>) -> Stop {
+        Stop { code: EXIT_USAGE, message: message.into() }
+    }
+}
+
+impl From<ConfigError> for Stop {
+    fn from(e: ConfigError) -> Stop {
+        Stop::usage(e.to_string())
+    }
+}
+
+/// What the commands read from the process environment, gathered once so tests can pass their own.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub vars: std::collections::HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env { vars: std::env::vars().collect() }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+pub async fn run(cli: Cli, env: &Env) -> u8 {
+    let result = match &cli.command {
+        Command::Plan(args) => plan(&cli, args, env).await,
+        Command::Rotate(args) => rotate(&cli, args, env).await,
+        Command::Audit(args) => run_audit(&cli, args, env).await,
+        Command::Validate => validate(&cli.config),
+        Command::Demo => crate::demo::run().await,
+        Command::Simulator(_) => Err(Stop::usage("the simulator is started by main")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(stop) => {
+            eprintln!("patrol: {}", stop.message);
+            stop.code
+        }
+    }
+}
+
+fn validate(path: &Path) -> Result<u8, Stop> {
+    let config = Config::load(path)?;
+    println!("{}: OK, {} managed token(s)", path.display(), config.tokens.len());
+    Ok(EXIT_OK)
+}
+
+/// The API root: --gitlab-url / PATROL_GITLAB_URL, else CI_API_V4_URL, else CI_SERVER_URL/api/v4,
+/// else `[gitlab] url`. Plain http is refused except on loopback.
+pub fn gitlab_url(cli: &Cli, env: &Env, config: Option<&Config>) -> Result<String, Stop> {
+    let url = cli
+        .gitlab_url
+        .clone()
+        .or_else(|| env.get("CI_API_V4_URL").map(str::to_owned))
+        .or_else(|| env.get("CI_SERVER_URL").map(|s| format!("{}/api/v4", s.trim_end_matches('/'))))
+        .or_else(|| config.and_then(|c| c.gitlab.url.clone()))
+        .ok_or_else(|| {
+            Stop::usage("no GitLab URL: pass --gitlab-url, set PATROL_GITLAB_URL, or set [gitlab] url in the config")
+        })?;
+    let url = url.trim_end_matches('/').to_owned();
+    let parsed = reqwest::Url::parse(&url).map_err(|e| Stop::usage(format!("GitLab URL {url:?} is not a URL: {e}")))?;
+    if !url.ends_with("/api/v4") {
+        return Err(Stop::usage(format!("GitLab URL {url:?} must be the API root, ending in /api/v4")));
+    }
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err(Stop::usage(format!(
+            "refusing plain http to {url}: the credential would cross the network unencrypted. Use https (plain http is allowed only for 127.0.0.1, ::1 and localhost)."
+        ))),
+        other => Err(Stop::usage(format!("GitLab URL {url:?} has scheme {other:?}; use https"))),
+    }
+}
+
+fn credential(env: &Env, config: Option<&Config>) -> Result<Secret, Stop> {
+    let name = config.map(|c| c.gitlab.token_env.as_str()).unwrap_or("PATROL_TOKEN");
+    env.get(name).map(Secret::new).ok_or_else(|| {
+        Stop::usage(format!("no credential: set the environment variable {name} to a GitLab token with the `api` scope (patrol never takes a secret on the command line)"))
+    })
+}
+
+pub fn client(url: &str, secret: Secret, concurrency: u16, env: &Env, config: Option<&Config>) -> Result<Client, Stop> {
+    let mut options = ClientOptions { concurrency: usize::from(concurrency), ..ClientOptions::default() };
+    if let Some(secs) = env.get("PATROL_TIMEOUT").and_then(|s| s.parse::<u64>().ok()) {
+        options.timeout = Duration::from_secs(secs.max(1));
+    }
+    options.ca_file =
+        config.and_then(|c| c.gitlab.ca_file.clone()).or_else(|| env.get("CI_SERVER_TLS_CA_FILE").map(Into::into));
+    Client::new(url, secret, options).map_err(|e| Stop::usage(e.to_string()))
+}
+
+/// Exit 3 before any change when GitLab cannot be reached or the credential is refused.
+async fn preflight(client: &Client) -> Result<(), Stop> {
+    match client.current_user().await {
+        Ok(_) => Ok(()),
+        Err(e @ GitlabError::Transport { .. }) => {
+            Err(Stop { code: EXIT_UNREACHABLE, message: format!("cannot reach GitLab at {}: {e}. Nothing was changed.", client.base()) })
+        }
+        Err(e) if matches!(e.status(), Some(401 | 403)) => Err(Stop {
+            code: EXIT_UNREACHABLE,
+            message: format!("GitLab at {} rejected patrol's credential: {e}. Check that the token is valid, not expired, and has the `api` scope. Nothing was changed.", client.base()),
+        }),
+        Err(e) => Err(Stop { code: EXIT_UNREACHABLE, message: format!("GitLab at {} did not answer as expected: {e}. Nothing was changed.", client.base()) }),
+    }
+}
+
+fn selected(config: &Config, only: &[String]) -> Result<Vec<ManagedToken>, Stop> {
+    for id in only {
+        if !config.tokens.iter().any(|t| &t.id == id) {
+            let known: Vec<&str> = config.tokens.iter().map(|t| t.id.as_str()).collect();
+            return Err(Stop::usage(format!(
+                "--only {id:?}: no such token in {} (known: {})",
+                config.path.display(),
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(config.tokens.iter().filter(|t| only.is_empty() || only.contains(&t.id)).cloned().collect())
+}
+
+pub fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+async fn plan(cli: &Cli, args: &PlanArgs, env: &Env) -> Result<u8, Stop> {
+    let code = engine_run(cli, env, &args.common.concurrency, &args.selection, Mode::Plan, false).await?;
+    Ok(match code {
+        RunEnd { failed: true, .. } => EXIT_FAILED,
+        RunEnd { due: true, .. } if args.exit_code => EXIT_DUE,
+        _ => EXIT_OK,
+    })
+}
+
+async fn rotate(cli: &Cli, args: &RotateArgs, env: &Env) -> Result<u8, Stop> {
+    if args.force && args.selection.only.is_empty() && !args.all {
+        return Err(Stop::usage(
+            "--force needs --only ID (repeatable) or --all, so an emergency rotation is always deliberate",
+        ));
+    }
+    let mode = if args.dry_run { Mode::Plan } else { Mode::Rotate };
+    let end = engine_run(cli, env, &args.common.concurrency, &args.selection, mode, args.force).await?;
+    Ok(if end.failed { EXIT_FAILED } else { EXIT_OK })
+}
+
+struct RunEnd {
+    failed: bool,
+    due: bool,
+}
+
+async fn engine_run(
+    cli: &Cli,
+    env: &Env,
+    concurrency: &u16,
+    selection: &Selection,
+    mode: Mode,
+    force: bool,
+) -> Result<RunEnd, Stop> {
+    let config = Config::load(&cli.config)?;
+    let tokens = selected(&config, &selection.only)?;
+    let url = gitlab_url(cli, env, Some(&config))?;
+    let secret = credential(env, Some(&config))?;
+    let client = client(&url, secret, *concurrency, env, Some(&config))?;
+    preflight(&client).await?;
+    let mut options = Options::new(mode, today());
+    options.force = force;
+    options.concurrency = usize::from(*concurrency);
+    let started_at = Utc::now();
+    let reports = execute(&Engine::new(client, options), &tokens, env.get("GITLAB_CI") == Some("true")).await;
+    let command = if mode == Mode::Plan { "plan" } else { "rotate" };
+    let run = RunReport {
+        schema_version: 1,
+        command: command.into(),
+        started_at,
+        finished_at: Utc::now(),
+        gitlab_url: url,
+        summary: Summary::of(&reports),
+        tokens: reports,
+    };
+    write_reports(&run, selection)?;
+    Ok(RunEnd { failed: run.summary.failed > 0, due: run.summary.due > 0 })
+}
+
+/// Runs the engine, printing one line per token as it finishes and the totals; in GitLab CI each
+/// token's details go in a collapsed log section.
+pub async fn execute(engine: &Engine, tokens: &[ManagedToken], gitlab_ci: bool) -> Vec<TokenReport> {
+    let total = tokens.len();
+    let reports = engine
+        .run(tokens, |done, report| {
+            let line = report::progress_line(done, total, report);
+            let details = report::describe(report);
+            let mut out = std::io::stdout().lock();
+            let _ = if gitlab_ci {
+                let ts = Utc::now().timestamp();
+                writeln!(
+                    out,
+                    "\x1b[0Ksection_start:{ts}:patrol_token_{done}[collapsed=true]\r\x1b[0K{line}\n{details}\n\x1b[0Ksection_end:{ts}:patrol_token_{done}\r\x1b[0K"
+                )
+            } else {
+                writeln!(out, "{line}")
+            };
+        })
+        .await;
+    println!("{}", report::totals_line(&Summary::of(&reports)));
+    reports
+}
+
+fn write_reports(run: &RunReport, selection: &Selection) -> Result<(), Stop> {
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text)
+            .map_err(|e| Stop { code: EXIT_FAILED, message: format!("cannot write {}: {e}", path.display()) })
+    };
+    if let Some(path) = &selection.report {
+        write(path, run.to_json())?;
+    }
+    if let Some(path) = &selection.junit {
+        write(path, run.to_junit())?;
+    }
+    Ok(())
+}
+
+async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
+    let config = match Config::load(&cli.config) {
+        Ok(c) => Some(c),
+        Err(ConfigError::Read { .. }) if !cli.config.exists() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let url = gitlab_url(cli, env, config.as_ref())?;
+    let secret = credential(env, config.as_ref())?;
+    let client = client(&url, secret, args.common.concurrency, env, config.as_ref())?;
+    preflight(&client).await?;
+    let report = audit::audit(
+        &client,
+        config.as_ref(),
+        args.group.as_deref(),
+        today(),
+        args.within_days,
+        usize::from(args.common.concurrency),
+    )
+    .await
+    .map_err(|e| Stop { code: EXIT_FAILED, message: format!("audit failed: {e}") })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        println!(
+            "{:<8} {:<16} {:<11} {:>5}  {:<24} {:<14} NAME",
+            "TOKEN", "KIND", "EXPIRES", "DAYS", "OWNER", "MANAGED"
+        );
+        for t in &report.tokens {
+            println!(
+                "{:<8} {:<16} {:<11} {:>5}  {:<24} {:<14} {}",
+                t.token_id,
+                t.kind.as_str(),
+                t.expires_at.map(|d| d.to_string()).unwrap_or_else(|| "never".into()),
+                t.days_left.map(|d| d.to_string()).unwrap_or_default(),
+                t.owner,
+                t.managed.as_deref().unwrap_or("-"),
+                t.name
+            );
+        }
+        println!(
+            "patrol: {} token(s) expire within {} days or expired in the last {}",
+            report.tokens.len(),
+            args.within_days,
+            args.within_days
+        );
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,530 @@
+//! The TOML config: parse, validate, and explain every problem with file, line and key.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Personal,
+    Project,
+    Group,
+    ServiceAccount,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Personal => "personal",
+            TokenKind::Project => "project",
+            TokenKind::Group => "group",
+            TokenKind::ServiceAccount => "service_account",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// GitLab's rotate endpoint: the old token dies at once.
+    Rotate,
+    /// Create a new token, store and verify it, then revoke the old one.
+    Overlap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineAction {
+    Retry,
+    Create,
+}
+
+/// When a token is due and how long its successor lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub rotate_before_days: i64,
+    pub expires_in_days: i64,
+    pub strategy: Strategy,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { rotate_before_days: 14, expires_in_days: 365, strategy: Strategy::Rotate }
+    }
+}
+
+/// Where a variable lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holder {
+    Project(String),
+    Group(String),
+}
+
+impl Holder {
+    pub fn scope(&self) -> &'static str {
+        match self {
+            Holder::Project(_) => "project",
+            Holder::Group(_) => "group",
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        match self {
+            Holder::Project(p) | Holder::Group(p) => p,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariableTarget {
+    pub holder: Holder,
+    pub key: String,
+    pub environment_scope: String,
+    pub protected: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineTarget {
+    pub project: String,
+    pub reference: String,
+    pub action: PipelineAction,
+    pub wait_minutes: u64,
+}
+
+/// How to find a managed token in GitLab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A personal access token of this user.
+    User(String),
+    /// A token of a service account of a top-level group.
+    ServiceAccount {
+        group: String,
+        user: String,
+    },
+    Project(String),
+    Group(String),
+}
+
+impl Owner {
+    /// The username for personal and service-account tokens, the full path otherwise.
+    pub fn display(&self) -> &str {
+        match self {
+            Owner::User(u) | Owner::ServiceAccount { user: u, .. } => u,
+            Owner::Project(p) | Owner::Group(p) => p,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedToken {
+    pub id: String,
+    pub kind: TokenKind,
+    pub name: String,
+    pub owner: Owner,
+    pub scopes: Option<Vec<String>>,
+    pub policy: Policy,
+    pub variables: Vec<VariableTarget>,
+    pub pipelines: Vec<PipelineTarget>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GitlabSection {
+    pub url: Option<String>,
+    pub token_env: String,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub gitlab: GitlabSection,
+    pub defaults: Policy,
+    pub tokens: Vec<ManagedToken>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {}{message}", key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}. Pass --config FILE or set PATROL_CONFIG.")]
+    Read { path: String, source: std::io::Error },
+    #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gitlab: Option<RawGitlab>,
+    defaults: Option<RawPolicy>,
+    #[serde(default)]
+    token: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGitlab {
+    url: Option<String>,
+    token_env: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    rotate_before_days: Option<Spanned<i64>>,
+    expires_in_days: Option<Spanned<i64>>,
+    strategy: Option<Strategy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    id: String,
+    kind: TokenKind,
+    name: String,
+    user: Option<String>,
+    project: Option<String>,
+    group: Option<String>,
+    scopes: Option<Vec<String>>,
+    rotate_before_days: Option<Spanned<i64>>,
+    expires_in_days: Option<Spanned<i64>>,
+    strategy: Option<Strategy>,
+    #[serde(default)]
+    variable: Vec<Spanned<RawVariable>>,
+    #[serde(default)]
+    pipeline: Vec<Spanned<RawPipeline>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariable {
+    project: Option<String>,
+    group: Option<String>,
+    key: String,
+    environment_scope: Option<String>,
+    protected: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    project: String,
+    #[serde(rename = "ref")]
+    reference: String,
+    action: Option<PipelineAction>,
+    wait_minutes: Option<u64>,
+}
+
+// ---- parsing and validation ------------------------------------------------------------------
+
+struct Checker<'a> {
+    file: String,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn add(&mut self, offset: usize, key: Option<&str>, message: impl Into<String>) {
+        let problem = Problem {
+            file: self.file.clone(),
+            line: self.line(offset),
+            key: key.map(Into::into),
+            message: message.into(),
+        };
+        self.problems.push(problem);
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates; every problem found is reported, not only the first.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut c = Checker { file: path.display().to_string(), text, problems: Vec::new() };
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let message = e.message().trim().to_owned();
+                // serde names the offending key between backticks: "unknown field `x`, …".
+                let key = message.split('`').nth(1).map(str::to_owned);
+                c.add(e.span().map(|s| s.start).unwrap_or(0), key.as_deref(), message);
+                return Err(ConfigError::Invalid { problems: c.problems });
+            }
+        };
+        let gitlab = raw.gitlab.map_or_else(
+            || GitlabSection { token_env: "PATROL_TOKEN".into(), ..Default::default() },
+            |g| GitlabSection {
+                url: g.url,
+                token_env: g.token_env.unwrap_or_else(|| "PATROL_TOKEN".into()),
+                ca_file: g.ca_file,
+            },
+        );
+        let defaults = policy(&mut c, &raw.defaults.unwrap_or_default(), Policy::default(), "defaults");
+        let mut ids = HashSet::new();
+        let mut tokens = Vec::new();
+        if raw.token.is_empty() {
+            c.add(0, Some("token"), "no [[token]] is configured: patrol has nothing to manage");
+        }
+        for spanned in &raw.token {
+            let at = spanned.span().start;
+            let t = spanned.get_ref();
+            let label = format!("token {:?}", t.id);
+            if t.id.trim().is_empty() {
+                c.add(at, Some("id"), "must not be empty");
+            } else if !ids.insert(t.id.clone()) {
+                c.add(at, Some("id"), format!("{label} is defined twice; ids must be unique"));
+            }
+            let owner = owner(&mut c, at, t, &label);
+            let raw_policy = RawPolicy {
+                rotate_before_days: t.rotate_before_days.clone(),
+                expires_in_days: t.expires_in_days.clone(),
+                strategy: t.strategy,
+            };
+            let policy = policy(&mut c, &raw_policy, defaults, &label);
+            if t.variable.is_empty() {
+                c.add(
+                    at,
+                    Some("variable"),
+                    format!("{label} has no [[token.variable]]: a rotated secret would be stored nowhere"),
+                );
+            }
+            let variables = t.variable.iter().filter_map(|v| variable(&mut c, v, &label)).collect();
+            let pipelines = t
+                .pipeline
+                .iter()
+                .map(|p| {
+                    let p = p.get_ref();
+                    PipelineTarget {
+                        project: p.project.clone(),
+                        reference: p.reference.clone(),
+                        action: p.action.unwrap_or(PipelineAction::Retry),
+                        wait_minutes: p.wait_minutes.unwrap_or(0),
+                    }
+                })
+                .collect();
+            if let Some(scopes) = &t.scopes {
+                if scopes.is_empty() {
+                    c.add(at, Some("scopes"), format!("{label}: must list at least one scope"));
+                }
+            }
+            if let Some(owner) = owner {
+                tokens.push(ManagedToken {
+                    id: t.id.clone(),
+                    kind: t.kind,
+                    name: t.name.clone(),
+                    owner,
+                    scopes: t.scopes.clone(),
+                    policy,
+                    variables,
+                    pipelines,
+                });
+            }
+        }
+        if c.problems.is_empty() {
+            Ok(Config { path: path.to_owned(), gitlab, defaults, tokens })
+        } else {
+            Err(ConfigError::Invalid { problems: c.problems })
+        }
+    }
+}
+
+fn owner(c: &mut Checker, at: usize, t: &RawToken, label: &str) -> Option<Owner> {
+    let kind = t.kind.as_str();
+    let mut needs = |key: &str, value: &Option<String>| -> Option<String> {
+        match value {
+            Some(v) if !v.trim().is_empty() => Some(v.clone()),
+            _ => {
+                c.add(at, Some(key), format!("{label}: required for kind = {kind:?}"));
+                None
+            }
+        }
+    };
+    let owner = match t.kind {
+        TokenKind::Personal => needs("user", &t.user).map(Owner::User),
+        TokenKind::ServiceAccount => {
+            let (group, user) = (needs("group", &t.group), needs("user", &t.user));
+            Some(Owner::ServiceAccount { group: group?, user: user? })
+        }
+        TokenKind::Project => needs("project", &t.project).map(Owner::Project),
+        TokenKind::Group => needs("group", &t.group).map(Owner::Group),
+    };
+    let extra: &[(&str, &Option<String>)] = match t.kind {
+        TokenKind::Personal => &[("project", &t.project), ("group", &t.group)],
+        TokenKind::ServiceAccount => &[("project", &t.project)],
+        TokenKind::Project => &[("user", &t.user), ("group", &t.group)],
+        TokenKind::Group => &[("user", &t.user), ("project", &t.project)],
+    };
+    for (key, value) in extra {
+        if value.is_some() {
+            c.add(at, Some(key), format!("{label}: not used with kind = {kind:?}; remove it"));
+        }
+    }
+    owner
+}
+
+fn policy(c: &mut Checker, raw: &RawPolicy, base: Policy, label: &str) -> Policy {
+    let mut p = base;
+    if let Some(v) = &raw.rotate_before_days {
+        if *v.get_ref() < 0 {
+            c.add(v.span().start, Some("rotate_before_days"), format!("{label}: must be 0 or more"));
+        }
+        p.rotate_before_days = *v.get_ref();
+    }
+    if let Some(v) = &raw.expires_in_days {
+        if !(1..=400).contains(v.get_ref()) {
+            c.add(
+                v.span().start,
+                Some("expires_in_days"),
+                format!("{label}: must be between 1 and 400 (GitLab's limit)"),
+            );
+        }
+        p.expires_in_days = *v.get_ref();
+    }
+    if let Some(s) = raw.strategy {
+        p.strategy = s;
+    }
+    if p.expires_in_days <= p.rotate_before_days {
+        let at = raw.expires_in_days.as_ref().or(raw.rotate_before_days.as_ref()).map(|v| v.span().start).unwrap_or(0);
+        c.add(
+            at,
+            Some("expires_in_days"),
+            format!(
+                "{label}: a new token would live {} days and be due again at once (rotate_before_days = {}); make expires_in_days larger",
+                p.expires_in_days, p.rotate_before_days
+            ),
+        );
+    }
+    p
+}
+
+fn variable(c: &mut Checker, spanned: &Spanned<RawVariable>, label: &str) -> Option<VariableTarget> {
+    let at = spanned.span().start;
+    let v = spanned.get_ref();
+    if v.key.is_empty() || v.key.len() > 255 || !v.key.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+        c.add(
+            at,
+            Some("key"),
+            format!("{label}: {:?} is not a valid CI/CD variable key (letters, digits and _ only, at most 255)", v.key),
+        );
+    }
+    let holder = match (&v.project, &v.group) {
+        (Some(p), None) => Holder::Project(p.clone()),
+        (None, Some(g)) => Holder::Group(g.clone()),
+        _ => {
+            c.add(at, Some("project"), format!("{label}: variable {} needs exactly one of project or group", v.key));
+            return None;
+        }
+    };
+    Some(VariableTarget {
+        holder,
+        key: v.key.clone(),
+        environment_scope: v.environment_scope.clone().unwrap_or_else(|| "*".into()),
+        protected: v.protected.unwrap_or(true),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[gitlab]
+url = "https://gitlab.example.com/api/v4"
+
+[defaults]
+rotate_before_days = 14
+
+[[token]]
+id = "inventory"
+kind = "personal"
+name = "Inventory"
+user = "svc-inventory"
+rotate_before_days = 30
+
+[[token.variable]]
+project = "security/inventory-builder"
+key = "INVENTORY_API_TOKEN"
+
+[[token.pipeline]]
+project = "security/inventory-builder"
+ref = "main"
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("patrol.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems }) => problems.iter().map(ToString::to_string).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn a_good_config_parses_with_defaults_applied() {
+        let cfg = Config::parse(Path::new("patrol.toml"), GOOD).unwrap_or_else(|e| panic!("{e}"));
+        let t = &cfg.tokens[0];
+        assert_eq!(t.policy, Policy { rotate_before_days: 30, expires_in_days: 365, strategy: Strategy::Rotate });
+        assert_eq!(t.owner, Owner::User("svc-inventory".into()));
+        assert_eq!(t.variables[0].environment_scope, "*");
+        assert!(t.variables[0].protected);
+        assert_eq!(t.pipelines[0].action, PipelineAction::Retry);
+        assert_eq!(cfg.gitlab.token_env, "PATROL_TOKEN");
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_key() {
+        let text = GOOD.replace("rotate_before_days = 30", "rotate_befor_days = 30");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("patrol.toml:13: `rotate_befor_days`: unknown field"), "{p:?}");
+    }
+
+    #[test]
+    fn syntax_errors_and_wrong_kinds_point_at_the_line() {
+        assert!(problems("[gitlab\n")[0].starts_with("patrol.toml:1:"), "{:?}", problems("[gitlab\n"));
+        let p = problems(&GOOD.replace("\"personal\"", "\"personl\""));
+        assert!(p[0].starts_with("patrol.toml:10: `personl`: unknown variant"), "{p:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = GOOD.replace("user = \"svc-inventory\"\n", "project = \"x/y\"\n").replace("INVENTORY_API_TOKEN", "BAD-KEY")
+            + "\n[[token]]\nid = \"inventory\"\nkind = \"group\"\nname = \"g\"\ngroup = \"sec\"\nexpires_in_days = 10\n";
+        let p = problems(&text);
+        let joined = p.join("\n");
+        assert!(joined.contains(":8: `user`: token \"inventory\": required for kind = \"personal\""), "{joined}");
+        assert!(joined.contains("`project`: token \"inventory\": not used with kind = \"personal\""), "{joined}");
+        assert!(joined.contains("`key`: token \"inventory\": \"BAD-KEY\" is not a valid"), "{joined}");
+        assert!(joined.contains("is defined twice"), "{joined}");
+        assert!(joined.contains("has no [[token.variable]]"), "{joined}");
+        assert!(joined.contains("due again at once"), "{joined}");
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        let p = problems(&GOOD.replace("name = \"Inventory\"\n", ""));
+        assert!(p[0].contains("missing field `name`"), "{p:?}");
+        assert!(p[0].starts_with("patrol.toml:"), "{p:?}");
+    }
+}

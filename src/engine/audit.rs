@@ -1,0 +1,154 @@
+//! `patrol audit`: every token the credential can see that expires within N days (or expired in
+//! the last N days), with which managed token it is.
+
+use crate::config::{Config, Owner, TokenKind};
+use crate::gitlab::model::ApiToken;
+use crate::gitlab::{Client, GitlabError, TokenHome};
+use chrono::{Duration, NaiveDate};
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// A token's kind and the username or path that owns it.
+type Ownership = (TokenKind, String);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub token_id: u64,
+    pub name: String,
+    pub kind: TokenKind,
+    pub owner: String,
+    pub expires_at: Option<NaiveDate>,
+    pub days_left: Option<i64>,
+    pub active: bool,
+    pub scopes: Vec<String>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub managed: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    pub schema_version: u32,
+    pub within_days: u32,
+    pub tokens: Vec<AuditEntry>,
+}
+
+/// `expires_before` is strict and `expires_after` inclusive (§10): this window is
+/// [today − N, today + N].
+fn window(today: NaiveDate, days: u32) -> Vec<(&'static str, String)> {
+    let n = Duration::days(i64::from(days));
+    vec![
+        ("revoked", "false".into()),
+        ("expires_after", (today - n).to_string()),
+        ("expires_before", (today + n + Duration::days(1)).to_string()),
+    ]
+}
+
+pub async fn audit(
+    client: &Client,
+    config: Option<&Config>,
+    group: Option<&str>,
+    today: NaiveDate,
+    days: u32,
+    concurrency: usize,
+) -> Result<AuditReport, GitlabError> {
+    let filters = window(today, days);
+    let mut found: Vec<(TokenKind, String, ApiToken)> = Vec::new();
+    match group {
+        None => {
+            let tokens = client.all_personal_tokens(&filters).await?;
+            let mut owners: HashMap<u64, Ownership> = HashMap::new();
+            let users: Vec<u64> = {
+                let mut ids: Vec<u64> = tokens.iter().filter_map(|t| t.user_id).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            };
+            let resolved: Vec<(u64, Result<Ownership, GitlabError>)> = futures::stream::iter(users)
+                .map(|id| async move { (id, owner_of(client, id).await) })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
+            for (id, owner) in resolved {
+                owners.insert(id, owner?);
+            }
+            for t in tokens {
+                let (kind, owner) =
+                    t.user_id.and_then(|u| owners.get(&u).cloned()).unwrap_or((TokenKind::Personal, "?".into()));
+                found.push((kind, owner, t));
+            }
+        }
+        Some(path) => {
+            let mut groups = vec![path.to_owned()];
+            groups.extend(client.descendant_groups(path).await?.into_iter().map(|g| g.full_path));
+            for g in &groups {
+                for t in client.list_tokens(&TokenHome::Group(g.clone()), &filters).await? {
+                    found.push((TokenKind::Group, g.clone(), t));
+                }
+            }
+            for p in client.group_projects(path).await? {
+                for t in client.list_tokens(&TokenHome::Project(p.full_path.clone()), &filters).await? {
+                    found.push((TokenKind::Project, p.full_path.clone(), t));
+                }
+            }
+            if !path.contains('/') {
+                for account in client.service_accounts(path).await? {
+                    let home = TokenHome::ServiceAccount { group: path.to_owned(), user_id: account.id };
+                    for t in client.list_tokens(&home, &filters).await? {
+                        found.push((TokenKind::ServiceAccount, account.username.clone(), t));
+                    }
+                }
+            }
+        }
+    }
+    let mut tokens: Vec<AuditEntry> = found
+        .into_iter()
+        .map(|(kind, owner, t)| AuditEntry {
+            managed: config.and_then(|c| managed_id(c, kind, &owner, &t.name)),
+            token_id: t.id,
+            days_left: t.expires_at.map(|d| (d - today).num_days()),
+            name: t.name,
+            kind,
+            owner,
+            expires_at: t.expires_at,
+            active: t.active,
+            scopes: t.scopes,
+            last_used_at: t.last_used_at,
+        })
+        .collect();
+    tokens.sort_by_key(|e| (e.expires_at.unwrap_or(NaiveDate::MAX), e.token_id));
+    Ok(AuditReport { schema_version: 1, within_days: days, tokens })
+}
+
+/// A token's kind and owner from its user: bot users of project and group tokens are named
+/// `project_<id>_bot_…` and `group_<id>_bot_…` (§2 "Bot user"); other bots are service accounts.
+async fn owner_of(client: &Client, user_id: u64) -> Result<Ownership, GitlabError> {
+    let user = client.user(user_id).await?;
+    let resource = |prefix: &str| {
+        user.username.strip_prefix(prefix).and_then(|rest| rest.split_once("_bot")).map(|(id, _)| id.to_owned())
+    };
+    if let Some(project) = resource("project_") {
+        return Ok((TokenKind::Project, client.project(&project).await?.full_path));
+    }
+    if let Some(group) = resource("group_") {
+        return Ok((TokenKind::Group, client.group(&group).await?.full_path));
+    }
+    let kind = if user.bot { TokenKind::ServiceAccount } else { TokenKind::Personal };
+    Ok((kind, user.username))
+}
+
+fn managed_id(config: &Config, kind: TokenKind, owner: &str, name: &str) -> Option<String> {
+    config
+        .tokens
+        .iter()
+        .find(|t| {
+            let same_owner = match &t.owner {
+                Owner::User(u) | Owner::ServiceAccount { user: u, .. } => u.eq_ignore_ascii_case(owner),
+                Owner::Project(p) | Owner::Group(p) => p.eq_ignore_ascii_case(owner),
+            };
+            (t.kind == kind || (t.kind == TokenKind::Personal && kind == TokenKind::ServiceAccount))
+                && same_owner
+                && t.name == name
+        })
+        .map(|t| t.id.clone())
+}

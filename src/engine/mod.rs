@@ -1,0 +1,731 @@
+//! The domain: for each managed token, observe GitLab, decide (pure, `decide.rs`), act, recover,
+//! verify, then retry dependent pipelines.
+//!
+//! Safety rules, each enforced here:
+//! - A rotate (or create) request is sent once. When its answer is lost, GitLab's token list is
+//!   read again and the next step follows from it (`obtain`): never a replay (gitlab-api.md §1.5).
+//! - Before rotating, patrol proves it can write every existing variable by stamping its marker
+//!   (`[patrol: token N]`) in the description. If it cannot, nothing is rotated.
+//! - A new secret is written before anything else is done with it, with patient retries; if a
+//!   write fails for good, the token is marked failed and the marker left behind makes the next
+//!   run repair it.
+
+pub mod audit;
+pub mod decide;
+
+use crate::config::{ManagedToken, Owner, PipelineAction as Action, Strategy, VariableTarget};
+use crate::gitlab::model::{ApiToken, ApiVariable, IssuedToken};
+use crate::gitlab::{Client, GitlabError, TokenHome};
+use crate::report::{
+    After, Before, Outcome, PipelineAction, PipelineReport, TokenReport, VariableOutcome, VariableReport,
+};
+use chrono::{Duration as Days, NaiveDate};
+use decide::{decide, Decision, Holds, Observed, Why};
+use futures::StreamExt;
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Read-only: say what `rotate` would do.
+    Plan,
+    Rotate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    pub force: bool,
+    /// Today in UTC: the date expiry is judged by and new expiries are computed from.
+    pub today: NaiveDate,
+    /// Tokens worked on at once (requests are limited separately by the client).
+    pub concurrency: usize,
+    /// How long to keep trying to store a new secret before giving up on a variable.
+    pub write_budget: Duration,
+    /// First wait between polls of a pipeline (doubling up to 30 s).
+    pub poll_interval: Duration,
+}
+
+impl Options {
+    pub fn new(mode: Mode, today: NaiveDate) -> Options {
+        Options {
+            mode,
+            force: false,
+            today,
+            concurrency: 8,
+            write_budget: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct Engine {
+    client: Client,
+    options: Options,
+}
+
+/// A reason a token could not be finished, written for the person who reads the report.
+#[derive(Debug)]
+struct Failure(String);
+
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure(s)
+    }
+}
+
+/// What patrol knows about one configured variable before acting.
+struct VariableState {
+    target: VariableTarget,
+    existing: Option<ApiVariable>,
+    holds: Holds,
+}
+
+const MARKER: &str = "[patrol: token ";
+
+/// The token id recorded in a variable's description by patrol.
+pub fn marker(description: Option<&str>) -> Option<u64> {
+    let d = description?;
+    let start = d.rfind(MARKER)? + MARKER.len();
+    d[start..].split(']').next()?.trim().parse().ok()
+}
+
+/// The description with patrol's marker for `id`, keeping any human text (GitLab allows 255).
+pub fn with_marker(description: Option<&str>, id: u64) -> String {
+    let human = description.unwrap_or("");
+    let human = match human.rfind(MARKER) {
+        Some(i) => human[..i].trim_end(),
+        None => human.trim_end(),
+    };
+    let mark = format!("{MARKER}{id}]");
+    let room = 255usize.saturating_sub(mark.len() + 1);
+    let human: String = human.chars().take(room).collect();
+    if human.is_empty() {
+        mark
+    } else {
+        format!("{human} {mark}")
+    }
+}
+
+fn label(v: &VariableTarget) -> String {
+    format!("{} {} {} [{}]", v.holder.scope(), v.holder.path(), v.key, v.environment_scope)
+}
+
+/// The latest date GitLab said it accepts, from "Expiration date must be before YYYY-MM-DD".
+fn limit_from(message: &str) -> Option<NaiveDate> {
+    let at = message.find("must be before ")? + "must be before ".len();
+    NaiveDate::parse_from_str(message.get(at..at + 10)?, "%Y-%m-%d").ok()
+}
+
+/// What to do about a GitLab error, in one sentence.
+fn advice(e: &GitlabError) -> &'static str {
+    match e.status() {
+        Some(401) => "Check that the credential is valid and may act on this token (a non-admin manages only its own tokens).",
+        Some(403) => "Give the credential the role this needs (Maintainer for project tokens and variables, Owner for group tokens, group variables and service accounts) and the `api` scope.",
+        Some(404) => "Check the name in the config; the credential may also lack access to it.",
+        Some(429) => "GitLab is rate-limiting patrol; run again later or lower --concurrency.",
+        Some(s) if s >= 500 => "GitLab had an internal error; run again later.",
+        None => "Check the network path to GitLab and run again.",
+        _ => "See GitLab's message above.",
+    }
+}
+
+impl Engine {
+    pub fn new(client: Client, options: Options) -> Engine {
+        Engine { client, options }
+    }
+
+    /// Works on every token, several at once; calls `progress` as each finishes. The reports come
+    /// back in config order.
+    pub async fn run(
+        &self,
+        tokens: &[ManagedToken],
+        mut progress: impl FnMut(usize, &TokenReport),
+    ) -> Vec<TokenReport> {
+        let mut done = 0;
+        let mut reports: Vec<(usize, TokenReport)> = Vec::with_capacity(tokens.len());
+        let mut stream = futures::stream::iter(tokens.iter().enumerate())
+            .map(|(i, t)| async move { (i, self.process(t).await) })
+            .buffer_unordered(self.options.concurrency.max(1));
+        while let Some((i, report)) = stream.next().await {
+            done += 1;
+            progress(done, &report);
+            reports.push((i, report));
+        }
+        reports.sort_by_key(|(i, _)| *i);
+        reports.into_iter().map(|(_, r)| r).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(token = %t.id))]
+    pub async fn process(&self, t: &ManagedToken) -> TokenReport {
+        let mut report = TokenReport {
+            id: t.id.clone(),
+            kind: t.kind.as_str().into(),
+            name: t.name.clone(),
+            outcome: Outcome::Failed,
+            reason: String::new(),
+            before: None,
+            after: None,
+            variables: Vec::new(),
+            pipelines: t
+                .pipelines
+                .iter()
+                .map(|p| PipelineReport {
+                    project: p.project.clone(),
+                    reference: p.reference.clone(),
+                    action: PipelineAction::Skipped,
+                    pipeline_id: None,
+                    status: None,
+                    error: None,
+                })
+                .collect(),
+            error: None,
+        };
+        if let Err(Failure(message)) = self.work(t, &mut report).await {
+            tracing::warn!(error = %message, "token failed");
+            report.outcome = Outcome::Failed;
+            if report.reason.is_empty() {
+                report.reason = "could not be finished".into();
+            }
+            report.error = Some(message);
+        }
+        report
+    }
+
+    async fn work(&self, t: &ManagedToken, report: &mut TokenReport) -> Result<(), Failure> {
+        let (home, named) = self.locate(t).await?;
+        let mut states = Vec::new();
+        for v in &t.variables {
+            states.push(
+                self.observe_variable(v)
+                    .await
+                    .map_err(|e| format!("cannot read variable {}: {e}. {}", label(v), advice(&e)))?,
+            );
+        }
+        let observed = self.choose(t, &named, &states)?;
+        report.before = observed.current.as_ref().or(observed.expired.as_ref()).map(|c| Before {
+            token_id: c.id,
+            expires_at: c.expires_at,
+            active: c.active,
+        });
+        let decision = decide(&observed, &t.policy, self.options.today, self.options.force);
+        match &decision {
+            Decision::Unchanged { reason } => tracing::info!(%reason, "unchanged"),
+            Decision::Rotate { target, reason, .. } => tracing::info!(token_id = target.id, %reason, "will rotate"),
+            Decision::Create { reason } => tracing::info!(%reason, "will create"),
+        }
+        report.variables =
+            states.iter().map(|s| variable_report(&s.target, VariableOutcome::Unchanged, None)).collect();
+        let (why, reason) = match &decision {
+            Decision::Unchanged { reason } => {
+                report.outcome = Outcome::Unchanged;
+                report.reason = reason.clone();
+                return Ok(());
+            }
+            Decision::Rotate { why, reason, .. } => (*why, reason.clone()),
+            Decision::Create { reason } => (Why::Due, reason.clone()),
+        };
+        report.reason = reason;
+        if self.options.mode == Mode::Plan {
+            report.outcome = Outcome::Due;
+            for v in &mut report.variables {
+                v.outcome = VariableOutcome::WouldWrite;
+            }
+            return Ok(());
+        }
+        self.act(t, &home, &named, &decision, &mut states, report).await?;
+        report.outcome = if why == Why::Due { Outcome::Rotated } else { Outcome::Repaired };
+        Ok(())
+    }
+
+    /// Finds where the token lives and every token there with exactly its name (GitLab's
+    /// `search` is fuzzy, §10).
+    async fn locate(&self, t: &ManagedToken) -> Result<(TokenHome, Vec<ApiToken>), Failure> {
+        let home =
+            match &t.owner {
+                Owner::User(username) => {
+                    let user = self
+                        .client
+                        .user_by_username(username)
+                        .await
+                        .map_err(|e| format!("cannot look up user {username:?}: {e}. {}", advice(&e)))?;
+                    let user = user
+                        .ok_or_else(|| format!("GitLab has no user named {username:?}; check `user` in the config"))?;
+                    TokenHome::Personal { user_id: user.id }
+                }
+                Owner::ServiceAccount { group, user } => {
+                    let accounts = self.client.service_accounts(group).await.map_err(|e| {
+                        format!("cannot list the service accounts of group {group:?}: {e}. {}", advice(&e))
+                    })?;
+                    let account = accounts.into_iter().find(|a| a.username.eq_ignore_ascii_case(user)).ok_or_else(|| {
+                    format!("group {group:?} has no service account {user:?}; check `group` and `user` in the config")
+                })?;
+                    TokenHome::ServiceAccount { group: group.clone(), user_id: account.id }
+                }
+                Owner::Project(p) => TokenHome::Project(p.clone()),
+                Owner::Group(g) => TokenHome::Group(g.clone()),
+            };
+        let named = self.list_named(&home, &t.name).await?;
+        Ok((home, named))
+    }
+
+    async fn list_named(&self, home: &TokenHome, name: &str) -> Result<Vec<ApiToken>, Failure> {
+        let listed = self
+            .client
+            .list_tokens(home, &[("search", name.to_owned()), ("revoked", "false".into())])
+            .await
+            .map_err(|e| format!("cannot list the tokens named {name:?}: {e}. {}", advice(&e)))?;
+        Ok(listed.into_iter().filter(|t| t.name == name && !t.revoked).collect())
+    }
+
+    async fn observe_variable(&self, v: &VariableTarget) -> Result<VariableState, GitlabError> {
+        let existing = self.client.variable(&v.holder, &v.key, &v.environment_scope).await?;
+        let holds = match &existing {
+            None => Holds::Missing,
+            Some(var) => match &var.value {
+                Some(value) => match self.client.token_self(value).await {
+                    Ok(t) if t.active => Holds::Token(t.id),
+                    Ok(_) => Holds::Dead,
+                    Err(e) if e.status() == Some(401) => Holds::Dead,
+                    Err(GitlabError::Transport { detail, .. }) if detail.contains("HTTP header") => Holds::Dead,
+                    Err(e) => return Err(e),
+                },
+                None => marker(var.description.as_deref()).map_or(Holds::Unknown, Holds::Token),
+            },
+        };
+        Ok(VariableState { target: v.clone(), existing, holds })
+    }
+
+    /// Picks the token in use among those with the name.
+    fn choose(&self, t: &ManagedToken, named: &[ApiToken], states: &[VariableState]) -> Result<Observed, Failure> {
+        let active: Vec<&ApiToken> = named.iter().filter(|x| x.active).collect();
+        let current = match active.as_slice() {
+            [] => None,
+            [one] => Some((*one).clone()),
+            several => {
+                let held: Vec<u64> = states
+                    .iter()
+                    .filter_map(|s| match s.holds {
+                        Holds::Token(id) if several.iter().any(|x| x.id == id) => Some(id),
+                        _ => None,
+                    })
+                    .collect();
+                match held.first() {
+                    Some(id) if held.iter().all(|h| h == id) => {
+                        several.iter().find(|x| x.id == *id).map(|x| (*x).clone())
+                    }
+                    _ => {
+                        let ids: Vec<String> = several.iter().map(|x| x.id.to_string()).collect();
+                        return Err(Failure(format!(
+                            "{} active tokens are named {:?} (ids {}), and the variables do not tell which one is in use. Revoke the ones not in use in GitLab, or run `patrol rotate --force --only {}` to replace the newest.",
+                            several.len(),
+                            t.name,
+                            ids.join(", "),
+                            t.id
+                        )));
+                    }
+                }
+            }
+        };
+        let expired = if current.is_none() {
+            named.iter().filter(|x| !x.revoked && !x.active).max_by_key(|x| x.id).cloned()
+        } else {
+            None
+        };
+        let variables = states.iter().map(|s| (label(&s.target), s.holds.clone())).collect();
+        Ok(Observed { current, expired, variables })
+    }
+
+    async fn act(
+        &self,
+        t: &ManagedToken,
+        home: &TokenHome,
+        named: &[ApiToken],
+        decision: &Decision,
+        states: &mut [VariableState],
+        report: &mut TokenReport,
+    ) -> Result<(), Failure> {
+        let expires_at = self.options.today + Days::days(t.policy.expires_in_days);
+        let target = match decision {
+            Decision::Rotate { target, .. } => Some(target.clone()),
+            _ => None,
+        };
+        // Prove every existing variable can be written before any secret changes.
+        if let Some(old) = &target {
+            self.stamp(states, old.id).await?;
+        }
+        let overlap = t.policy.strategy == Strategy::Overlap && target.as_ref().is_some_and(|x| x.active);
+        let (issued, notes) = match (&target, overlap) {
+            (Some(old), false) => self.obtain_by_rotation(t, home, old.clone(), expires_at).await?,
+            _ => {
+                let scopes = t
+                    .scopes
+                    .clone()
+                    .or_else(|| named.iter().max_by_key(|x| x.id).map(|x| x.scopes.clone()))
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        format!(
+                            "no token named {:?} exists to copy scopes from; set `scopes` for token {:?} in the config",
+                            t.name, t.id
+                        )
+                    })?;
+                let description = named.iter().max_by_key(|x| x.id).and_then(|x| x.description.clone());
+                self.obtain_by_creation(t, home, &scopes, expires_at, description.as_deref()).await?
+            }
+        };
+        for note in notes {
+            report.reason.push_str("; ");
+            report.reason.push_str(&note);
+        }
+        report.after = Some(After { token_id: issued.token.id, expires_at: issued.token.expires_at });
+        tracing::info!(new_token = issued.token.id, expires_at = ?issued.token.expires_at, "new secret issued");
+
+        // Store it everywhere before doing anything else with it.
+        let mut write_failures = Vec::new();
+        for (state, out) in states.iter_mut().zip(report.variables.iter_mut()) {
+            match self.write(state, &issued).await {
+                Ok(()) => out.outcome = VariableOutcome::Written,
+                Err(e) => {
+                    out.outcome = VariableOutcome::Failed;
+                    out.error = Some(e.to_string());
+                    write_failures.push(format!("{}: {e}", label(&state.target)));
+                }
+            }
+        }
+        if !write_failures.is_empty() {
+            return Err(Failure(format!(
+                "token {} was replaced by token {} (expires {}), but the new secret could not be stored in {}. Nothing is lost: the next `patrol rotate` sees the stale variable and rotates token {} again to recover. Fix the cause (see GitLab's message), then run `patrol rotate --only {}`.",
+                target.as_ref().map(|x| x.id.to_string()).unwrap_or_else(|| "(none)".into()),
+                issued.token.id,
+                issued.token.expires_at.map(|d| d.to_string()).unwrap_or_else(|| "never".into()),
+                write_failures.join("; "),
+                issued.token.id,
+                t.id
+            )));
+        }
+        self.verify(&issued, states).await?;
+        if overlap {
+            if let Some(old) = &target {
+                self.client.revoke(home, old.id).await.map_err(|e| {
+                    format!("the new token {} is stored and verified, but the old token {} could not be revoked: {e}. Revoke it in GitLab, or the next run will.", issued.token.id, old.id)
+                })?;
+            }
+        }
+        self.pipelines(t, report).await
+    }
+
+    /// Writes patrol's marker for `id` on each existing variable that lacks it.
+    async fn stamp(&self, states: &mut [VariableState], id: u64) -> Result<(), Failure> {
+        for s in states.iter_mut() {
+            let Some(existing) = &mut s.existing else { continue };
+            if marker(existing.description.as_deref()) == Some(id) {
+                continue;
+            }
+            let description = with_marker(existing.description.as_deref(), id);
+            let body = json!({ "description": description });
+            self.client
+                .update_variable(&s.target.holder, &s.target.key, &s.target.environment_scope, &body)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot write variable {} ({e}), so the token was not rotated and nothing changed. {}",
+                        label(&s.target),
+                        advice(&e)
+                    )
+                })?;
+            existing.description = Some(description);
+        }
+        Ok(())
+    }
+
+    /// Rotates `old`, following GitLab's state when an answer is lost: never a replay.
+    async fn obtain_by_rotation(
+        &self,
+        t: &ManagedToken,
+        home: &TokenHome,
+        mut old: ApiToken,
+        mut expires_at: NaiveDate,
+    ) -> Result<(IssuedToken, Vec<String>), Failure> {
+        let mut notes = Vec::new();
+        for _ in 0..4 {
+            let error = match self.client.rotate(home, old.id, expires_at).await {
+                Ok(issued) => return Ok((issued, notes)),
+                Err(e) => e,
+            };
+            if error.status() == Some(400) {
+                if let Some(limit) = limit_from(error.message()).filter(|l| *l < expires_at) {
+                    notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
+                    expires_at = limit;
+                    continue;
+                }
+            }
+            if !(error.outcome_unknown() || error.status() == Some(429)) {
+                return Err(Failure(format!("GitLab refused to rotate token {}: {error}. {}", old.id, advice(&error))));
+            }
+            tracing::warn!(token_id = old.id, %error, "rotate answer lost; reading GitLab's state");
+            if let GitlabError::Status { retry_after: Some(wait), .. } = &error {
+                tokio::time::sleep(*wait).await;
+            }
+            let now = self.list_named(home, &t.name).await?;
+            if now.iter().any(|x| x.id == old.id && !x.revoked) {
+                continue; // GitLab did not rotate it: sending again is safe.
+            }
+            match now.iter().filter(|x| x.active && x.id > old.id).max_by_key(|x| x.id) {
+                Some(successor) => {
+                    notes.push(format!(
+                        "the answer to rotating token {} was lost; GitLab had issued token {}, whose secret was rotated again to recover it",
+                        old.id, successor.id
+                    ));
+                    old = successor.clone();
+                }
+                None => {
+                    return Err(Failure(format!(
+                        "rotating token {} got no answer ({error}), and GitLab now shows it revoked with no active successor. Create a token named {:?} in GitLab, or set `scopes` and run `patrol rotate --only {}` to let patrol create it.",
+                        old.id, t.name, t.id
+                    )))
+                }
+            }
+        }
+        Err(Failure(format!("rotating token {} did not succeed after 4 attempts; run again later", old.id)))
+    }
+
+    /// Creates a token with the name; a lost answer is recovered by rotating what was created.
+    async fn obtain_by_creation(
+        &self,
+        t: &ManagedToken,
+        home: &TokenHome,
+        scopes: &[String],
+        expires_at: NaiveDate,
+        description: Option<&str>,
+    ) -> Result<(IssuedToken, Vec<String>), Failure> {
+        let before = self.list_named(home, &t.name).await?.iter().map(|x| x.id).max().unwrap_or(0);
+        let mut expires_at = expires_at;
+        for _ in 0..3 {
+            let error = match self.client.create_token(home, &t.name, scopes, expires_at, description).await {
+                Ok(issued) => return Ok((issued, vec!["created a new token".into()])),
+                Err(e) => e,
+            };
+            if error.status() == Some(400) {
+                if let Some(limit) = limit_from(error.message()).filter(|l| *l < expires_at) {
+                    expires_at = limit;
+                    continue;
+                }
+            }
+            if !error.outcome_unknown() {
+                return Err(Failure(format!(
+                    "no active token named {:?} exists and creating one failed: {error}. {} Creating needs an admin for personal tokens, a group Owner for service accounts and group tokens, a Maintainer for project tokens.",
+                    t.name,
+                    advice(&error)
+                )));
+            }
+            let now = self.list_named(home, &t.name).await?;
+            if let Some(created) = now.iter().filter(|x| x.active && x.id > before).max_by_key(|x| x.id) {
+                let (issued, mut notes) = self.obtain_by_rotation(t, home, created.clone(), expires_at).await?;
+                notes.insert(
+                    0,
+                    format!(
+                        "the answer to creating a token was lost; rotated the created token {} to recover its secret",
+                        created.id
+                    ),
+                );
+                return Ok((issued, notes));
+            }
+        }
+        Err(Failure(format!("creating a token named {:?} did not succeed after 3 attempts; run again later", t.name)))
+    }
+
+    /// Stores the secret in one variable, changing only its value (and patrol's marker), or
+    /// creating it masked, hidden and raw. Transient failures are retried within the budget.
+    async fn write(&self, s: &mut VariableState, issued: &IssuedToken) -> Result<(), GitlabError> {
+        let v = &s.target;
+        let id = issued.token.id;
+        let started = tokio::time::Instant::now();
+        let mut exists = s.existing.is_some();
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let result = if exists {
+                let description = with_marker(s.existing.as_ref().and_then(|e| e.description.as_deref()), id);
+                let body = json!({ "value": issued.secret.expose(), "description": description });
+                self.client.update_variable(&v.holder, &v.key, &v.environment_scope, &body).await
+            } else {
+                let body = json!({
+                    "key": v.key,
+                    "value": issued.secret.expose(),
+                    "masked_and_hidden": true,
+                    "protected": v.protected,
+                    "raw": true,
+                    "environment_scope": v.environment_scope,
+                    "description": with_marker(None, id),
+                });
+                self.client.create_variable(&v.holder, &body).await
+            };
+            match result {
+                Ok(()) => {
+                    if !exists {
+                        s.existing = Some(ApiVariable {
+                            key: v.key.clone(),
+                            value: None,
+                            protected: v.protected,
+                            masked: true,
+                            hidden: true,
+                            raw: true,
+                            environment_scope: v.environment_scope.clone(),
+                            description: Some(with_marker(None, id)),
+                        });
+                    }
+                    return Ok(());
+                }
+                Err(e) if exists && e.status() == Some(404) => exists = false,
+                Err(e) if !exists && e.status() == Some(400) && e.message().contains("has already been taken") => {
+                    exists = true
+                }
+                Err(e)
+                    if (e.is_transient() || e.outcome_unknown())
+                        && started.elapsed() + wait < self.options.write_budget =>
+                {
+                    tracing::warn!(variable = %label(v), error = %e, "storing the new secret failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The new secret authenticates as the new token, with the expected expiry, and each
+    /// readable variable holds it.
+    async fn verify(&self, issued: &IssuedToken, states: &[VariableState]) -> Result<(), Failure> {
+        let seen = self.client.token_self(&issued.secret).await.map_err(|e| {
+            format!("the new token {} is stored, but authenticating with it failed: {e}. Check it in GitLab; the next run re-checks it.", issued.token.id)
+        })?;
+        if seen.id != issued.token.id || !seen.active || seen.expires_at != issued.token.expires_at {
+            return Err(Failure(format!(
+                "the new secret authenticates as token {} (active: {}, expires {:?}), not as the new token {}; check the token in GitLab",
+                seen.id, seen.active, seen.expires_at, issued.token.id
+            )));
+        }
+        for s in states.iter().filter(|s| s.existing.as_ref().is_some_and(|e| !e.hidden)) {
+            let v = &s.target;
+            let now = self
+                .client
+                .variable(&v.holder, &v.key, &v.environment_scope)
+                .await
+                .map_err(|e| format!("cannot read back variable {} to verify it: {e}", label(v)))?;
+            let holds = now.and_then(|x| x.value).is_some_and(|value| issued.secret.same_as(value.expose()));
+            if !holds {
+                return Err(Failure(format!(
+                    "variable {} does not hold the new secret after writing it; another writer may have changed it. Run `patrol rotate` again.",
+                    label(v)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Retries or starts the dependent pipelines, and waits for them where configured.
+    async fn pipelines(&self, t: &ManagedToken, report: &mut TokenReport) -> Result<(), Failure> {
+        let mut failed = Vec::new();
+        for (p, out) in t.pipelines.iter().zip(report.pipelines.iter_mut()) {
+            let started = match p.action {
+                Action::Retry => match self.client.latest_pipeline(&p.project, &p.reference).await {
+                    Ok(Some(latest)) if latest.status == "failed" || latest.status == "canceled" => self
+                        .client
+                        .retry_pipeline(&p.project, latest.id)
+                        .await
+                        .map(|x| Some((PipelineAction::Retried, x))),
+                    Ok(Some(latest)) => {
+                        out.pipeline_id = Some(latest.id);
+                        out.status = Some(latest.status);
+                        Ok(None)
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                Action::Create => self
+                    .client
+                    .create_pipeline(&p.project, &p.reference)
+                    .await
+                    .map(|x| Some((PipelineAction::Created, x))),
+            };
+            let pipeline = match started {
+                Ok(Some((action, pipeline))) => {
+                    out.action = action;
+                    pipeline
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    out.error = Some(e.to_string());
+                    failed.push(format!("pipeline on {} {} could not be started: {e}", p.project, p.reference));
+                    continue;
+                }
+            };
+            out.pipeline_id = Some(pipeline.id);
+            out.status = Some(pipeline.status.clone());
+            if p.wait_minutes == 0 {
+                continue;
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(p.wait_minutes * 60);
+            let mut wait = self.options.poll_interval;
+            let mut last = pipeline;
+            while !last.finished() && tokio::time::Instant::now() + wait < deadline {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+                match self.client.pipeline(&p.project, last.id).await {
+                    Ok(x) => last = x,
+                    Err(e) => tracing::warn!(error = %e, "polling the pipeline failed"),
+                }
+            }
+            out.status = Some(last.status.clone());
+            if last.status == "failed" || last.status == "canceled" {
+                let url = last.web_url.clone().unwrap_or_else(|| format!("{} pipeline {}", p.project, last.id));
+                failed.push(format!("the pipeline {url} {} after rotation", last.status));
+            } else if !last.finished() {
+                out.error = Some(format!("still {} after {} minutes", last.status, p.wait_minutes));
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure(format!(
+                "{}. The token itself was stored and verified; look at the pipeline's jobs.",
+                failed.join("; ")
+            )))
+        }
+    }
+}
+
+fn variable_report(v: &VariableTarget, outcome: VariableOutcome, error: Option<String>) -> VariableReport {
+    VariableReport {
+        scope: v.holder.scope().into(),
+        path: v.holder.path().into(),
+        key: v.key.clone(),
+        environment_scope: v.environment_scope.clone(),
+        outcome,
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_keep_human_text_and_fit_gitlabs_limit() {
+        assert_eq!(with_marker(None, 5), "[patrol: token 5]");
+        assert_eq!(with_marker(Some("CI token for deploys"), 5), "CI token for deploys [patrol: token 5]");
+        assert_eq!(with_marker(Some("CI token [patrol: token 4]"), 5), "CI token [patrol: token 5]");
+        let long = "x".repeat(300);
+        assert_eq!(with_marker(Some(&long), 123).chars().count(), 255);
+        assert_eq!(marker(Some("CI token [patrol: token 42]")), Some(42));
+        assert_eq!(marker(Some("no marker")), None);
+    }
+
+    #[test]
+    fn gitlabs_expiry_limit_is_read_from_its_message() {
+        assert_eq!(
+            limit_from("400 Bad request - Expiration date must be before 2027-06-01"),
+            NaiveDate::from_ymd_opt(2027, 6, 1)
+        );
+        assert_eq!(limit_from("400 Bad request - Token already revoked"), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! One small function per GitLab endpoint patrol uses (gitlab-api.md sections cited).
+
+use super::model::{ApiNamed, ApiPipeline, ApiToken, ApiUser, ApiVariable, IssuedToken};
+use super::{encode, Client, GitlabError};
+use crate::config::Holder;
+use crate::secret::Secret;
+use chrono::NaiveDate;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Where a token lives in GitLab's API, once names are resolved to what the paths need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenHome {
+    /// `/personal_access_tokens?user_id=` (§1).
+    Personal { user_id: u64 },
+    /// `/groups/:id/service_accounts/:user_id/personal_access_tokens` (§1.8).
+    ServiceAccount { group: String, user_id: u64 },
+    /// `/projects/:id/access_tokens` (§2).
+    Project(String),
+    /// `/groups/:id/access_tokens` (§2).
+    Group(String),
+}
+
+impl TokenHome {
+    fn list_path(&self) -> String {
+        match self {
+            TokenHome::Personal { .. } => "/personal_access_tokens".into(),
+            TokenHome::ServiceAccount { group, user_id } => {
+                format!("/groups/{}/service_accounts/{user_id}/personal_access_tokens", encode(group))
+            }
+            TokenHome::Project(p) => format!("/projects/{}/access_tokens", encode(p)),
+            TokenHome::Group(g) => format!("/groups/{}/access_tokens", encode(g)),
+        }
+    }
+
+    fn create_path(&self) -> String {
+        match self {
+            TokenHome::Personal { user_id } => format!("/users/{user_id}/personal_access_tokens"),
+            other => other.list_path(),
+        }
+    }
+}
+
+fn holder_path(holder: &Holder) -> String {
+    match holder {
+        Holder::Project(p) => format!("/projects/{}/variables", encode(p)),
+        Holder::Group(g) => format!("/groups/{}/variables", encode(g)),
+    }
+}
+
+const FILTER: &str = "filter[environment_scope]";
+
+impl Client {
+    /// `GET /user`: who the credential is (and whether it is an admin).
+    pub async fn current_user(&self) -> Result<ApiUser, GitlabError> {
+        self.json(None, Method::GET, "/user", &[], None).await
+    }
+
+    /// `GET /users?username=`.
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<ApiUser>, GitlabError> {
+        let users: Vec<ApiUser> = self.all("/users", &[("username", username.into())]).await?;
+        Ok(users.into_iter().find(|u| u.username.eq_ignore_ascii_case(username)))
+    }
+
+    /// `GET /users/:id`.
+    pub async fn user(&self, id: u64) -> Result<ApiUser, GitlabError> {
+        self.json(None, Method::GET, &format!("/users/{id}"), &[], None).await
+    }
+
+    pub async fn project(&self, id_or_path: &str) -> Result<ApiNamed, GitlabError> {
+        self.json(None, Method::GET, &format!("/projects/{}", encode(id_or_path)), &[], None).await
+    }
+
+    pub async fn group(&self, id_or_path: &str) -> Result<ApiNamed, GitlabError> {
+        self.json(None, Method::GET, &format!("/groups/{}", encode(id_or_path)), &[], None).await
+    }
+
+    /// `GET /groups/:id/descendant_groups`.
+    pub async fn descendant_groups(&self, group: &str) -> Result<Vec<ApiNamed>, GitlabError> {
+        self.all(&format!("/groups/{}/descendant_groups", encode(group)), &[]).await
+    }
+
+    /// `GET /groups/:id/projects?include_subgroups=true`.
+    pub async fn group_projects(&self, group: &str) -> Result<Vec<ApiNamed>, GitlabError> {
+        self.all(&format!("/groups/{}/projects", encode(group)), &[("include_subgroups", "true".into())]).await
+    }
+
+    /// `GET /groups/:id/service_accounts` (§1.8).
+    pub async fn service_accounts(&self, group: &str) -> Result<Vec<ApiUser>, GitlabError> {
+        self.all(&format!("/groups/{}/service_accounts", encode(group)), &[]).await
+    }
+
+    /// `GET /personal_access_tokens/self`, authenticated with `secret` (§1.3): what that secret is.
+    pub async fn token_self(&self, secret: &Secret) -> Result<ApiToken, GitlabError> {
+        self.json(Some(secret), Method::GET, "/personal_access_tokens/self", &[], None).await
+    }
+
+    /// Lists tokens of a home with GitLab's filters (§1.2, §10), every page.
+    pub async fn list_tokens(
+        &self,
+        home: &TokenHome,
+        filters: &[(&str, String)],
+    ) -> Result<Vec<ApiToken>, GitlabError> {
+        let mut query = filters.to_vec();
+        if let TokenHome::Personal { user_id } = home {
+            query.push(("user_id", user_id.to_string()));
+        }
+        self.all(&home.list_path(), &query).await
+    }
+
+    /// Every personal access token the credential can see (all of them for an admin).
+    pub async fn all_personal_tokens(&self, filters: &[(&str, String)]) -> Result<Vec<ApiToken>, GitlabError> {
+        self.all("/personal_access_tokens", filters).await
+    }
+
+    /// Rotates a token (§1.4, §2, §1.8). Sent once: never retried, whatever happens.
+    pub async fn rotate(&self, home: &TokenHome, id: u64, expires_at: NaiveDate) -> Result<IssuedToken, GitlabError> {
+        let path = match home {
+            TokenHome::Personal { .. } => format!("/personal_access_tokens/{id}/rotate"),
+            other => format!("{}/{id}/rotate", other.list_path()),
+        };
+        let body = json!({ "expires_at": expires_at.to_string() });
+        self.json(None, Method::POST, &path, &[], Some(&body)).await
+    }
+
+    /// Creates a token (§1.7, §1.8, §2). Sent once: never retried.
+    pub async fn create_token(
+        &self,
+        home: &TokenHome,
+        name: &str,
+        scopes: &[String],
+        expires_at: NaiveDate,
+        description: Option<&str>,
+    ) -> Result<IssuedToken, GitlabError> {
+        let mut body = json!({ "name": name, "scopes": scopes, "expires_at": expires_at.to_string() });
+        if let Some(d) = description {
+            body["description"] = json!(d);
+        }
+        self.json(None, Method::POST, &home.create_path(), &[], Some(&body)).await
+    }
+
+    /// Revokes a token; an already revoked one also answers 204 (§10).
+    pub async fn revoke(&self, home: &TokenHome, id: u64) -> Result<(), GitlabError> {
+        let path = match home {
+            TokenHome::Personal { .. } => format!("/personal_access_tokens/{id}"),
+            other => format!("{}/{id}", other.list_path()),
+        };
+        self.request(None, Method::DELETE, &path, &[], None).await.map(|_| ())
+    }
+
+    /// `GET …/variables/:key?filter[environment_scope]=` (§3.1); `None` when it does not exist.
+    pub async fn variable(&self, holder: &Holder, key: &str, scope: &str) -> Result<Option<ApiVariable>, GitlabError> {
+        let path = format!("{}/{}", holder_path(holder), encode(key));
+        match self.json(None, Method::GET, &path, &[(FILTER, scope.into())], None).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Partial `PUT` of a variable in one environment scope (§3.1): only what `body` names changes.
+    pub async fn update_variable(
+        &self,
+        holder: &Holder,
+        key: &str,
+        scope: &str,
+        body: &Value,
+    ) -> Result<(), GitlabError> {
+        let path = format!("{}/{}", holder_path(holder), encode(key));
+        self.request(None, Method::PUT, &path, &[(FILTER, scope.into())], Some(body)).await.map(|_| ())
+    }
+
+    /// `POST …/variables` (§3.1). Not retried here: the caller re-checks on a lost answer.
+    pub async fn create_variable(&self, holder: &Holder, body: &Value) -> Result<(), GitlabError> {
+        self.request(None, Method::POST, &holder_path(holder), &[], Some(body)).await.map(|_| ())
+    }
+
+    /// The most recent pipeline on `reference` (§4: default order is by id, descending).
+    pub async fn latest_pipeline(&self, project: &str, reference: &str) -> Result<Option<ApiPipeline>, GitlabError> {
+        let path = format!("/projects/{}/pipelines", encode(project));
+        let query = [
+            ("ref", reference.to_owned()),
+            ("per_page", "1".into()),
+            ("order_by", "id".into()),
+            ("sort", "desc".into()),
+        ];
+        let list: Vec<ApiPipeline> = self.json(None, Method::GET, &path, &query, None).await?;
+        Ok(list.into_iter().next())
+    }
+
+    pub async fn pipeline(&self, project: &str, id: u64) -> Result<ApiPipeline, GitlabError> {
+        self.json(None, Method::GET, &format!("/projects/{}/pipelines/{id}", encode(project)), &[], None).await
+    }
+
+    /// `POST …/pipelines/:id/retry` → 201 (§4).
+    pub async fn retry_pipeline(&self, project: &str, id: u64) -> Result<ApiPipeline, GitlabError> {
+        let path = format!("/projects/{}/pipelines/{id}/retry", encode(project));
+        self.json(None, Method::POST, &path, &[], None).await
+    }
+
+    /// `POST /projects/:id/pipeline` → 201 (§4).
+    pub async fn create_pipeline(&self, project: &str, reference: &str) -> Result<ApiPipeline, GitlabError> {
+        let path = format!("/projects/{}/pipeline", encode(project));
+        self.json(None, Method::POST, &path, &[], Some(&json!({ "ref": reference }))).await
+    }
+}

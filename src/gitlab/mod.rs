@@ -1,0 +1,400 @@
+//! The only code that speaks HTTP to GitLab: authentication, the retry policy, pagination and
+//! error mapping are written once here; `endpoints.rs` has one small function per endpoint.
+//!
+//! Retry policy: reads (`GET`) and variable writes (`PUT`, `DELETE`) are retried on transport
+//! failures, 5xx and 429 (after `Retry-After`), with exponential backoff inside a time budget.
+//! `POST` is never retried here: a rotate must never be replayed (§1.5), so the engine decides
+//! what to do after a lost answer from GitLab's state.
+
+mod endpoints;
+pub use endpoints::TokenHome;
+pub mod model;
+
+use crate::secret::Secret;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Largest answer patrol reads; GitLab's largest page of 100 tokens is far smaller.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitlabError {
+    /// No answer: the request may or may not have been carried out.
+    #[error("no answer from GitLab for {method} {path}: {detail}")]
+    Transport { method: String, path: String, detail: String },
+    #[error("GitLab answered {status} to {method} {path}: {message}")]
+    Status { status: u16, method: String, path: String, message: String, retry_after: Option<Duration> },
+    #[error("GitLab's answer to {method} {path} could not be read: {detail}")]
+    Decode { method: String, path: String, detail: String },
+}
+
+impl GitlabError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GitlabError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Worth retrying an idempotent request for: no answer, 5xx, or 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GitlabError::Transport { .. } => true,
+            GitlabError::Status { status, .. } => *status >= 500 || *status == 429,
+            GitlabError::Decode { .. } => false,
+        }
+    }
+
+    /// GitLab's own text for the error (for matching known messages).
+    pub fn message(&self) -> &str {
+        match self {
+            GitlabError::Status { message, .. } => message,
+            GitlabError::Transport { detail, .. } | GitlabError::Decode { detail, .. } => detail,
+        }
+    }
+
+    /// Whether a write may have happened although no success was seen.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, GitlabError::Transport { .. }) || self.status().is_some_and(|s| s >= 500)
+    }
+}
+
+/// How hard to retry idempotent requests.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// No retry starts after this much time since the first attempt.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            budget: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long one request may take.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Extra CA certificates (PEM) to trust besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { timeout: Duration::from_secs(30), retry: RetryPolicy::default(), concurrency: 8, ca_file: None }
+    }
+}
+
+/// A GitLab API client bound to one API root and one credential.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    credential: Secret,
+    permits: Arc<Semaphore>,
+    options: ClientOptions,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).field("credential", &self.credential).finish()
+    }
+}
+
+/// An answer that arrived, successful or not.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+/// Percent-encodes a project or group path for use as `:id` (`group%2Fsubgroup`).
+pub fn encode(path: &str) -> String {
+    percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+impl Client {
+    pub fn new(base: &str, credential: Secret, options: ClientOptions) -> Result<Client, GitlabError> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &options.ca_file {
+            let fail = |detail: String| GitlabError::Transport { method: "-".into(), path: base.into(), detail };
+            let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read CA file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| fail(format!("CA file {} is not a PEM bundle: {e}", path.display())))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            // Never follow a redirect: the credential must not reach another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("patrol/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GitlabError::Transport { method: "-".into(), path: base.into(), detail: e.to_string() })?;
+        let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), credential, permits, options })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One attempt, authenticated with `credential`.
+    async fn once(
+        &self,
+        credential: &Secret,
+        method: &Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Answer, GitlabError> {
+        let _permit = self.permits.acquire().await.map_err(|e| self.transport(method, path, e))?;
+        let mut auth = HeaderValue::from_str(credential.expose())
+            .map_err(|_| self.transport(method, path, "the credential has characters an HTTP header cannot carry"))?;
+        auth.set_sensitive(true);
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base)).header("PRIVATE-TOKEN", auth);
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let started = Instant::now();
+        let mut resp = req.send().await.map_err(|e| self.transport(method, path, describe(&e)))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(GitlabError::Decode {
+                            method: method.to_string(),
+                            path: path.into(),
+                            detail: format!("the answer is larger than {} MiB", MAX_BODY / 1024 / 1024),
+                        });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.transport(method, path, describe(&e))),
+            }
+        }
+        tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "gitlab request");
+        Ok(Answer { status, headers, body: body.into() })
+    }
+
+    fn transport(&self, method: &Method, path: &str, detail: impl std::fmt::Display) -> GitlabError {
+        GitlabError::Transport { method: method.to_string(), path: path.into(), detail: detail.to_string() }
+    }
+
+    /// Sends a request; retries it per the policy when it is idempotent (not `POST`).
+    async fn request(
+        &self,
+        credential: Option<&Secret>,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Answer, GitlabError> {
+        let credential = credential.unwrap_or(&self.credential);
+        let retry = method != Method::POST;
+        let policy = self.options.retry;
+        let started = Instant::now();
+        let mut delay = policy.first_delay;
+        let mut attempt = 1;
+        loop {
+            let result = self.once(credential, &method, path, query, body).await.and_then(|a| check(&method, path, a));
+            match result {
+                Err(e) if retry && e.is_transient() && attempt < policy.attempts => {
+                    let wait = match &e {
+                        GitlabError::Status { retry_after: Some(ra), .. } => *ra,
+                        _ => delay,
+                    };
+                    if started.elapsed() + wait > policy.budget {
+                        return Err(e);
+                    }
+                    tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(policy.max_delay);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        credential: Option<&Secret>,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<T, GitlabError> {
+        let answer = self.request(credential, method.clone(), path, query, body).await?;
+        decode(&method, path, &answer.body)
+    }
+
+    /// Every page of a list, following `X-Next-Page` (§5.2), 100 per page.
+    async fn all<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<T>, GitlabError> {
+        let mut items = Vec::new();
+        let mut page = 1u64;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("per_page", "100".into()));
+            q.push(("page", page.to_string()));
+            let answer = self.request(None, Method::GET, path, &q, None).await?;
+            let batch: Vec<T> = decode(&Method::GET, path, &answer.body)?;
+            items.extend(batch);
+            let next =
+                answer.headers.get("x-next-page").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
+            match next {
+                Some(n) if n > page => page = n,
+                _ => return Ok(items),
+            }
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut text = if e.is_timeout() { "timed out".to_owned() } else { e.to_string() };
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Turns a non-2xx answer into an error carrying GitLab's message (never a request body).
+fn check(method: &Method, path: &str, answer: Answer) -> Result<Answer, GitlabError> {
+    if answer.status.is_success() {
+        return Ok(answer);
+    }
+    let status = answer.status.as_u16();
+    let retry_after = answer
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let message = if answer.status.is_redirection() {
+        let to = answer.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("?");
+        format!("a redirect to {to}, which patrol does not follow (the credential stays with the configured host); check the GitLab URL")
+    } else {
+        error_text(&answer.body)
+    };
+    Err(GitlabError::Status { status, method: method.to_string(), path: path.into(), message, retry_after })
+}
+
+/// GitLab's error text from any of its body shapes (§5.4), or the start of a non-JSON body.
+fn error_text(body: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => {
+            let flatten = |m: &Value| match m {
+                Value::String(s) => s.clone(),
+                Value::Object(o) => o
+                    .iter()
+                    .map(|(k, v)| {
+                        let msgs =
+                            v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
+                        format!("{k} {}", msgs.unwrap_or_else(|| v.to_string()))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            };
+            match (v.get("message"), v.get("error"), v.get("error_description")) {
+                (Some(m), _, _) => flatten(m),
+                (None, Some(e), Some(d)) => format!("{}: {}", flatten(e), flatten(d)),
+                (None, Some(e), None) => flatten(e),
+                _ => truncate(&String::from_utf8_lossy(body)),
+            }
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            if text.trim_start().starts_with('<') {
+                "an HTML page instead of GitLab's JSON (a proxy or login page?)".into()
+            } else {
+                truncate(text.trim())
+            }
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > 200 {
+        format!("{}…", s.chars().take(200).collect::<String>())
+    } else {
+        s.to_owned()
+    }
+}
+
+fn decode<T: DeserializeOwned>(method: &Method, path: &str, body: &[u8]) -> Result<T, GitlabError> {
+    serde_json::from_slice(body).map_err(|e| GitlabError::Decode {
+        method: method.to_string(),
+        path: path.into(),
+        // serde's message names the field and position, never the value.
+        detail: format!("{} (expected GitLab's JSON)", e.classify_name()),
+    })
+}
+
+trait Classify {
+    fn classify_name(&self) -> String;
+}
+
+impl Classify for serde_json::Error {
+    fn classify_name(&self) -> String {
+        let kind = match self.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "unexpected shape",
+            serde_json::error::Category::Eof => "truncated",
+        };
+        format!("{kind} at line {} column {}", self.line(), self.column())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_reads_every_gitlab_shape() {
+        assert_eq!(error_text(br#"{"message":"404 Variable Not Found"}"#), "404 Variable Not Found");
+        assert_eq!(error_text(br#"{"message":{"value":["is invalid"]}}"#), "value is invalid");
+        assert_eq!(
+            error_text(br#"{"error":"invalid_token","error_description":"Token was revoked."}"#),
+            "invalid_token: Token was revoked."
+        );
+        assert_eq!(error_text(b"Retry later\n"), "Retry later");
+        assert!(error_text(b"<html><body>502</body></html>").contains("HTML"));
+    }
+
+    #[test]
+    fn paths_are_encoded_as_one_segment() {
+        assert_eq!(encode("group/sub group/proj.x"), "group%2Fsub%20group%2Fproj%2Ex");
+    }
+}

@@ -1,0 +1,223 @@
+//! What a run reports: the JSON report (schema_version 1), the JUnit file, and the text lines
+//! on stdout. Nothing here ever holds a secret: reports are built from ids, dates and GitLab's
+//! error messages only.
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Rotated,
+    Repaired,
+    Unchanged,
+    Due,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Rotated => "rotated",
+            Outcome::Repaired => "repaired",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Due => "due",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VariableOutcome {
+    Written,
+    Unchanged,
+    WouldWrite,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineAction {
+    Retried,
+    Created,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Before {
+    pub token_id: u64,
+    pub expires_at: Option<NaiveDate>,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct After {
+    pub token_id: u64,
+    pub expires_at: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VariableReport {
+    pub scope: String,
+    pub path: String,
+    pub key: String,
+    pub environment_scope: String,
+    pub outcome: VariableOutcome,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineReport {
+    pub project: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub action: PipelineAction,
+    pub pipeline_id: Option<u64>,
+    pub status: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenReport {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub before: Option<Before>,
+    pub after: Option<After>,
+    pub variables: Vec<VariableReport>,
+    pub pipelines: Vec<PipelineReport>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub rotated: usize,
+    pub repaired: usize,
+    pub unchanged: usize,
+    pub due: usize,
+    pub failed: usize,
+}
+
+impl Summary {
+    pub fn of(tokens: &[TokenReport]) -> Summary {
+        let mut s = Summary::default();
+        for t in tokens {
+            match t.outcome {
+                Outcome::Rotated => s.rotated += 1,
+                Outcome::Repaired => s.repaired += 1,
+                Outcome::Unchanged => s.unchanged += 1,
+                Outcome::Due => s.due += 1,
+                Outcome::Failed => s.failed += 1,
+            }
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub command: String,
+    #[serde(serialize_with = "seconds")]
+    pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "seconds")]
+    pub finished_at: DateTime<Utc>,
+    pub gitlab_url: String,
+    pub summary: Summary,
+    pub tokens: Vec<TokenReport>,
+}
+
+fn seconds<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+impl RunReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// One test case per managed token; a failed token is a failure with its error.
+    pub fn to_junit(&self) -> String {
+        use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+        let mut report = Report::new(format!("patrol {}", self.command));
+        let mut suite = TestSuite::new(format!("patrol {}", self.command));
+        for t in &self.tokens {
+            let status = match t.outcome {
+                Outcome::Failed => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(t.error.clone().unwrap_or_else(|| t.reason.clone()));
+                    s.set_description(describe(t));
+                    s
+                }
+                _ => TestCaseStatus::success(),
+            };
+            let mut case = TestCase::new(format!("{} ({})", t.id, t.outcome.as_str()), status);
+            case.set_classname(format!("patrol.{}", t.kind));
+            case.set_system_out(describe(t));
+            suite.add_test_case(case);
+        }
+        report.add_test_suite(suite);
+        report.to_string().unwrap_or_else(|e| format!("<!-- cannot render JUnit: {e} -->"))
+    }
+}
+
+/// A token's details, one line each, for logs and JUnit.
+pub fn describe(t: &TokenReport) -> String {
+    let mut lines = vec![format!("{} {}: {}", t.id, t.outcome.as_str(), t.reason)];
+    if let Some(b) = &t.before {
+        lines.push(format!("  before: token {} (expires {})", b.token_id, date(b.expires_at)));
+    }
+    if let Some(a) = &t.after {
+        lines.push(format!("  after:  token {} (expires {})", a.token_id, date(a.expires_at)));
+    }
+    for v in &t.variables {
+        let err = v.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        lines.push(format!(
+            "  variable {} {} {} [{}]: {}{err}",
+            v.scope,
+            v.path,
+            v.key,
+            v.environment_scope,
+            serde_plain(&v.outcome)
+        ));
+    }
+    for p in &t.pipelines {
+        let id = p.pipeline_id.map(|i| format!(" #{i}")).unwrap_or_default();
+        let status = p.status.as_deref().map(|s| format!(" → {s}")).unwrap_or_default();
+        let err = p.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        lines.push(format!("  pipeline {} {}: {}{id}{status}{err}", p.project, p.reference, serde_plain(&p.action)));
+    }
+    if let Some(e) = &t.error {
+        lines.push(format!("  error: {e}"));
+    }
+    lines.join("\n")
+}
+
+fn serde_plain<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn date(d: Option<NaiveDate>) -> String {
+    d.map(|d| d.to_string()).unwrap_or_else(|| "never".into())
+}
+
+/// The stdout line for one token: `[2/5] inventory: rotated — expires 2026-12-03, within 30
+/// days; new expiry 2027-11-28`.
+pub fn progress_line(done: usize, total: usize, t: &TokenReport) -> String {
+    let expiry = t.after.as_ref().map(|a| format!("; new expiry {}", date(a.expires_at))).unwrap_or_default();
+    let error = match (&t.outcome, &t.error) {
+        (Outcome::Failed, Some(e)) => format!(" — {e}"),
+        _ => String::new(),
+    };
+    format!("[{done}/{total}] {}: {} — {}{expiry}{error}", t.id, t.outcome.as_str(), t.reason)
+}
+
+pub fn totals_line(s: &Summary) -> String {
+    format!(
+        "patrol: {} rotated, {} repaired, {} unchanged, {} due, {} failed",
+        s.rotated, s.repaired, s.unchanged, s.due, s.failed
+    )
+}
