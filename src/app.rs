@@ -3,7 +3,7 @@
 
 use crate::cli::{AuditArgs, Cli, Command, PlanArgs, RotateArgs, Selection};
 use crate::config::{Config, ConfigError, ManagedToken};
-use crate::engine::{audit, Engine, Mode, Options};
+use crate::engine::{audit, Engine, Mode, Options, Progress};
 use crate::gitlab::{Client, ClientOptions, GitlabError};
 use crate::report::{self, RunReport, Summary, TokenReport};
 use crate::secret::Secret;
@@ -223,18 +223,25 @@ async fn engine_run(
 pub async fn execute(engine: &Engine, tokens: &[ManagedToken], gitlab_ci: bool) -> Vec<TokenReport> {
     let total = tokens.len();
     let reports = engine
-        .run(tokens, |done, report| {
-            let line = report::progress_line(done, total, report);
-            let details = report::describe(report);
+        .run(tokens, |event| {
             let mut out = std::io::stdout().lock();
-            let _ = if gitlab_ci {
-                let ts = Utc::now().timestamp();
-                writeln!(
-                    out,
-                    "\x1b[0Ksection_start:{ts}:patrol_token_{done}[collapsed=true]\r\x1b[0K{line}\n{details}\n\x1b[0Ksection_end:{ts}:patrol_token_{done}\r\x1b[0K"
-                )
-            } else {
-                writeln!(out, "{line}")
+            let _ = match event {
+                Progress::Token(done, report) => {
+                    let line = report::progress_line(done, total, report);
+                    if gitlab_ci {
+                        let ts = Utc::now().timestamp();
+                        let details = report::describe(report);
+                        writeln!(
+                            out,
+                            "\x1b[0Ksection_start:{ts}:patrol_token_{done}[collapsed=true]\r\x1b[0K{line}\n{details}\n\x1b[0Ksection_end:{ts}:patrol_token_{done}\r\x1b[0K"
+                        )
+                    } else {
+                        writeln!(out, "{line}")
+                    }
+                }
+                Progress::PipelineFailed(report) => {
+                    writeln!(out, "{}: failed — {}", report.id, report.error.as_deref().unwrap_or("a pipeline failed"))
+                }
             };
         })
         .await;

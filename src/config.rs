@@ -267,8 +267,10 @@ impl Config {
             Ok(raw) => raw,
             Err(e) => {
                 let message = e.message().trim().to_owned();
-                // serde names the offending key between backticks: "unknown field `x`, …".
-                let key = message.split('`').nth(1).map(str::to_owned);
+                // serde names the offending key between backticks: "unknown field `x`, …";
+                // other messages quote punctuation the same way, which is no key.
+                let names_key = ["field", "variant", "duplicate key"].iter().any(|w| message.contains(w));
+                let key = message.split('`').nth(1).filter(|_| names_key).map(str::to_owned);
                 c.add(e.span().map(|s| s.start).unwrap_or(0), key.as_deref(), message);
                 return Err(ConfigError::Invalid { problems: c.problems });
             }

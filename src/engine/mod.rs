@@ -54,9 +54,17 @@ impl Options {
             today,
             concurrency: 8,
             write_budget: Duration::from_secs(300),
-            poll_interval: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(500),
         }
     }
+}
+
+/// What `run` tells its caller as it goes.
+pub enum Progress<'a> {
+    /// A token is finished (`done` of the total), pipelines aside.
+    Token(usize, &'a TokenReport),
+    /// A stored token's dependent pipeline failed afterwards, which fails the token.
+    PipelineFailed(&'a TokenReport),
 }
 
 pub struct Engine {
@@ -135,13 +143,10 @@ impl Engine {
         Engine { client, options }
     }
 
-    /// Works on every token, several at once; calls `progress` as each finishes. The reports come
-    /// back in config order.
-    pub async fn run(
-        &self,
-        tokens: &[ManagedToken],
-        mut progress: impl FnMut(usize, &TokenReport),
-    ) -> Vec<TokenReport> {
+    /// Works on every token, several at once, calling `progress` as each finishes; then retries
+    /// or starts the dependent pipelines once each, after every token is stored (two tokens may
+    /// feed one pipeline). The reports come back in config order.
+    pub async fn run(&self, tokens: &[ManagedToken], mut progress: impl FnMut(Progress<'_>)) -> Vec<TokenReport> {
         let mut done = 0;
         let mut reports: Vec<(usize, TokenReport)> = Vec::with_capacity(tokens.len());
         let mut stream = futures::stream::iter(tokens.iter().enumerate())
@@ -149,11 +154,21 @@ impl Engine {
             .buffer_unordered(self.options.concurrency.max(1));
         while let Some((i, report)) = stream.next().await {
             done += 1;
-            progress(done, &report);
+            progress(Progress::Token(done, &report));
             reports.push((i, report));
         }
+        drop(stream);
         reports.sort_by_key(|(i, _)| *i);
-        reports.into_iter().map(|(_, r)| r).collect()
+        let mut reports: Vec<TokenReport> = reports.into_iter().map(|(_, r)| r).collect();
+        if self.options.mode == Mode::Rotate {
+            self.pipelines(tokens, &mut reports).await;
+            for r in reports.iter().filter(|r| {
+                r.outcome == Outcome::Failed && r.after.is_some() && r.pipelines.iter().any(|p| p.error.is_some())
+            }) {
+                progress(Progress::PipelineFailed(r));
+            }
+        }
+        reports
     }
 
     #[tracing::instrument(skip_all, fields(token = %t.id))]
@@ -411,7 +426,7 @@ impl Engine {
                 })?;
             }
         }
-        self.pipelines(t, report).await
+        Ok(())
     }
 
     /// Writes patrol's marker for `id` on each existing variable that lacks it.
@@ -622,75 +637,116 @@ impl Engine {
         Ok(())
     }
 
-    /// Retries or starts the dependent pipelines, and waits for them where configured.
-    async fn pipelines(&self, t: &ManagedToken, report: &mut TokenReport) -> Result<(), Failure> {
-        let mut failed = Vec::new();
-        for (p, out) in t.pipelines.iter().zip(report.pipelines.iter_mut()) {
-            let started = match p.action {
-                Action::Retry => match self.client.latest_pipeline(&p.project, &p.reference).await {
-                    Ok(Some(latest)) if latest.status == "failed" || latest.status == "canceled" => self
-                        .client
-                        .retry_pipeline(&p.project, latest.id)
-                        .await
-                        .map(|x| Some((PipelineAction::Retried, x))),
-                    Ok(Some(latest)) => {
-                        out.pipeline_id = Some(latest.id);
-                        out.status = Some(latest.status);
-                        Ok(None)
-                    }
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(e),
-                },
-                Action::Create => self
-                    .client
-                    .create_pipeline(&p.project, &p.reference)
-                    .await
-                    .map(|x| Some((PipelineAction::Created, x))),
-            };
-            let pipeline = match started {
-                Ok(Some((action, pipeline))) => {
-                    out.action = action;
-                    pipeline
-                }
-                Ok(None) => continue,
-                Err(e) => {
-                    out.error = Some(e.to_string());
-                    failed.push(format!("pipeline on {} {} could not be started: {e}", p.project, p.reference));
-                    continue;
-                }
-            };
-            out.pipeline_id = Some(pipeline.id);
-            out.status = Some(pipeline.status.clone());
-            if p.wait_minutes == 0 {
+    /// Retries or starts each pipeline that a rotated or repaired token feeds, once however many
+    /// tokens feed it, and waits for it as long as the longest `wait_minutes` asks.
+    async fn pipelines(&self, tokens: &[ManagedToken], reports: &mut [TokenReport]) {
+        let mut unique: Vec<(String, String, Action, u64)> = Vec::new();
+        for (t, r) in tokens.iter().zip(reports.iter()) {
+            if !matches!(r.outcome, Outcome::Rotated | Outcome::Repaired) {
                 continue;
             }
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(p.wait_minutes * 60);
-            let mut wait = self.options.poll_interval;
-            let mut last = pipeline;
-            while !last.finished() && tokio::time::Instant::now() + wait < deadline {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-                match self.client.pipeline(&p.project, last.id).await {
-                    Ok(x) => last = x,
-                    Err(e) => tracing::warn!(error = %e, "polling the pipeline failed"),
+            for p in &t.pipelines {
+                match unique.iter_mut().find(|u| u.0 == p.project && u.1 == p.reference && u.2 == p.action) {
+                    Some(u) => u.3 = u.3.max(p.wait_minutes),
+                    None => unique.push((p.project.clone(), p.reference.clone(), p.action, p.wait_minutes)),
                 }
             }
-            out.status = Some(last.status.clone());
-            if last.status == "failed" || last.status == "canceled" {
-                let url = last.web_url.clone().unwrap_or_else(|| format!("{} pipeline {}", p.project, last.id));
-                failed.push(format!("the pipeline {url} {} after rotation", last.status));
-            } else if !last.finished() {
-                out.error = Some(format!("still {} after {} minutes", last.status, p.wait_minutes));
+        }
+        let results: Vec<((String, String, Action), PipelineReport)> = futures::stream::iter(unique)
+            .map(|(project, reference, action, wait)| async move {
+                let key = (project.clone(), reference.clone(), action);
+                (key, self.pipeline(project, reference, action, wait).await)
+            })
+            .buffered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        for (t, r) in tokens.iter().zip(reports.iter_mut()) {
+            if !matches!(r.outcome, Outcome::Rotated | Outcome::Repaired) {
+                continue;
+            }
+            let mut failures = Vec::new();
+            for (p, out) in t.pipelines.iter().zip(r.pipelines.iter_mut()) {
+                let key = (p.project.clone(), p.reference.clone(), p.action);
+                if let Some((_, result)) = results.iter().find(|(k, _)| *k == key) {
+                    *out = result.clone();
+                    if let Some(e) = &result.error {
+                        failures.push(e.clone());
+                    }
+                }
+            }
+            if !failures.is_empty() {
+                r.outcome = Outcome::Failed;
+                r.error = Some(format!(
+                    "{}. The token itself was stored and verified; look at the pipeline's jobs.",
+                    failures.join("; ")
+                ));
             }
         }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(Failure(format!(
-                "{}. The token itself was stored and verified; look at the pipeline's jobs.",
-                failed.join("; ")
-            )))
+    }
+
+    /// Retries the latest pipeline on the ref if it failed, or starts one; polls it with backoff
+    /// while `wait_minutes` allows.
+    async fn pipeline(&self, project: String, reference: String, action: Action, wait_minutes: u64) -> PipelineReport {
+        let mut out = PipelineReport {
+            project: project.clone(),
+            reference: reference.clone(),
+            action: PipelineAction::Skipped,
+            pipeline_id: None,
+            status: None,
+            error: None,
+        };
+        let started = match action {
+            Action::Retry => match self.client.latest_pipeline(&project, &reference).await {
+                Ok(Some(latest)) if latest.status == "failed" || latest.status == "canceled" => {
+                    self.client.retry_pipeline(&project, latest.id).await.map(|x| Some((PipelineAction::Retried, x)))
+                }
+                Ok(Some(latest)) => {
+                    out.pipeline_id = Some(latest.id);
+                    out.status = Some(latest.status);
+                    Ok(None)
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            },
+            Action::Create => {
+                self.client.create_pipeline(&project, &reference).await.map(|x| Some((PipelineAction::Created, x)))
+            }
+        };
+        let pipeline = match started {
+            Ok(Some((action, pipeline))) => {
+                out.action = action;
+                pipeline
+            }
+            Ok(None) => return out,
+            Err(e) => {
+                out.error = Some(format!("the pipeline on {project} {reference} could not be started: {e}"));
+                return out;
+            }
+        };
+        out.pipeline_id = Some(pipeline.id);
+        out.status = Some(pipeline.status.clone());
+        if wait_minutes == 0 {
+            return out;
         }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_minutes * 60);
+        let mut wait = self.options.poll_interval;
+        let mut last = pipeline;
+        while !last.finished() && tokio::time::Instant::now() + wait < deadline {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+            match self.client.pipeline(&project, last.id).await {
+                Ok(x) => last = x,
+                Err(e) => tracing::warn!(error = %e, "polling the pipeline failed"),
+            }
+        }
+        out.status = Some(last.status.clone());
+        if last.status == "failed" || last.status == "canceled" {
+            let url = last.web_url.clone().unwrap_or_else(|| format!("{project} pipeline {}", last.id));
+            out.error = Some(format!("the pipeline {url} {} after rotation", last.status));
+        } else if !last.finished() {
+            out.error = Some(format!("still {} after {wait_minutes} minutes", last.status));
+        }
+        out
     }
 }
 

@@ -125,9 +125,14 @@ struct Answer {
     body: bytes::Bytes,
 }
 
-/// Percent-encodes a project or group path for use as `:id` (`group%2Fsubgroup`).
+/// Everything but RFC 3986's unreserved characters is encoded, `/` included.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Percent-encodes a project or group path (or a variable key) as one path segment, as GitLab
+/// wants for `:id` (`group%2Fsubgroup`).
 pub fn encode(path: &str) -> String {
-    percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(path, SEGMENT).to_string()
 }
 
 impl Client {
@@ -395,6 +400,6 @@ mod tests {
 
     #[test]
     fn paths_are_encoded_as_one_segment() {
-        assert_eq!(encode("group/sub group/proj.x"), "group%2Fsub%20group%2Fproj%2Ex");
+        assert_eq!(encode("group/sub group/proj.x_y-z"), "group%2Fsub%20group%2Fproj.x_y-z");
     }
 }

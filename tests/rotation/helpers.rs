@@ -1,0 +1,268 @@
+//! The universe a rotation test runs in: a seeded simulator, a config file in a temp dir, and the
+//! real binary. Every run is scanned for any secret the simulator ever issued.
+
+use patrol::simulator::seed::{SeedMember, SeedPipeline, SeedProject, SeedToken, SeedUser, SeedVariable};
+use patrol::simulator::{Seed, Simulator};
+use std::path::PathBuf;
+use std::process::Command;
+
+pub const ADMIN: &str = "glpat-RotationTestsAdmin00";
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub report: serde_json::Value,
+    pub junit: String,
+}
+
+pub struct Universe {
+    pub sim: Simulator,
+    pub dir: PathBuf,
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Universe {
+    pub async fn new(seed: Seed, config: &str) -> Universe {
+        let sim = Simulator::start(seed).await.unwrap_or_else(|e| panic!("simulator: {e}"));
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("patrol-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("patrol.toml"), config).unwrap_or_else(|e| panic!("{e}"));
+        Universe { sim, dir }
+    }
+
+    /// Runs `patrol ARGS` with the simulator's URL and the admin credential, logging at trace
+    /// level, writing both reports; then checks that no issued secret appears anywhere.
+    pub async fn patrol(&self, args: &[&str]) -> Run {
+        self.patrol_with(args, &[]).await
+    }
+
+    pub async fn patrol_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let report = self.dir.join("report.json");
+        let junit = self.dir.join("junit.xml");
+        let _ = std::fs::remove_file(&report);
+        let _ = std::fs::remove_file(&junit);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol"));
+        cmd.args(["--config", &self.dir.join("patrol.toml").display().to_string()])
+            .args(args)
+            .env_clear()
+            .env("PATROL_GITLAB_URL", self.sim.api_url())
+            .env("PATROL_TOKEN", ADMIN)
+            .env("PATROL_LOG", "trace")
+            .env("PATROL_TIMEOUT", "2");
+        if matches!(args.first(), Some(&"plan") | Some(&"rotate")) {
+            cmd.args(["--report", &report.display().to_string(), "--junit", &junit.display().to_string()]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let output = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("cannot run patrol: {e}"));
+        let run = Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            report: std::fs::read_to_string(&report)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
+            junit: std::fs::read_to_string(&junit).unwrap_or_default(),
+        };
+        self.assert_no_leak(&run);
+        run
+    }
+
+    pub fn assert_no_leak(&self, run: &Run) {
+        let report = run.report.to_string();
+        for secret in self.sim.issued_secrets() {
+            for (what, text) in
+                [("stdout", &run.stdout), ("stderr", &run.stderr), ("report", &report), ("junit", &run.junit)]
+            {
+                assert!(!text.contains(&secret), "a secret leaked into {what}");
+            }
+        }
+    }
+
+    /// The active tokens with this name.
+    pub fn active(&self, name: &str) -> Vec<u64> {
+        self.sim.with_world(|w| {
+            let today = w.today();
+            w.tokens.values().filter(|t| t.name == name && t.active(today)).map(|t| t.id).collect()
+        })
+    }
+
+    /// The id of the token whose secret the variable holds, if it is active.
+    pub fn variable_holds(&self, key: &str, scope: &str) -> Option<u64> {
+        self.sim.with_world(|w| {
+            let v = w.variables.iter().find(|v| v.key == key && v.environment_scope == scope)?;
+            let today = w.today();
+            w.token_by_secret(&v.value).filter(|t| t.active(today)).map(|t| t.id)
+        })
+    }
+
+    pub fn variable(&self, key: &str, scope: &str) -> Option<patrol::simulator::world::Variable> {
+        self.sim.with_world(|w| w.variables.iter().find(|v| v.key == key && v.environment_scope == scope).cloned())
+    }
+
+    pub fn pipeline_status(&self, project: &str) -> Option<String> {
+        self.sim.with_world(|w| {
+            let p = w.project_by_path(project)?.id;
+            w.pipelines.values().filter(|x| x.project == p).max_by_key(|x| x.id).map(|x| x.status.clone())
+        })
+    }
+
+    pub fn writes_since(&self, from: usize) -> Vec<String> {
+        self.sim.requests()[from..]
+            .iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+}
+
+impl Drop for Universe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn outcomes(run: &Run) -> Vec<(String, String)> {
+    run.report["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (t["id"].as_str().unwrap_or_default().to_owned(), t["outcome"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+pub fn token(name: &str, days: i64) -> SeedToken {
+    SeedToken { name: name.into(), expires_in_days: Some(days), ..Default::default() }
+}
+
+pub fn variable(project: Option<&str>, group: Option<&str>, key: &str, token: &str, hidden: bool) -> SeedVariable {
+    SeedVariable {
+        project: project.map(Into::into),
+        group: group.map(Into::into),
+        key: key.into(),
+        token: Some(token.into()),
+        environment_scope: "*".into(),
+        masked: true,
+        hidden,
+        ..Default::default()
+    }
+}
+
+pub fn failed_pipeline(project: &str) -> SeedPipeline {
+    SeedPipeline {
+        project: project.into(),
+        ref_: "main".into(),
+        status: "failed".into(),
+        source: "schedule".into(),
+        ..Default::default()
+    }
+}
+
+/// One token of each kind, each due in 3 days, each held by a variable that a failing pipeline
+/// reads: a personal token in a readable project variable, a project token in a hidden one, a
+/// group token in a group variable, a service account's token in another project.
+pub fn fleet() -> Seed {
+    Seed {
+        users: vec![
+            SeedUser { username: "root".into(), admin: true, ..Default::default() },
+            SeedUser { username: "alice".into(), ..Default::default() },
+            SeedUser { username: "svc-inv".into(), service_account_of: Some("sec".into()), ..Default::default() },
+        ],
+        groups: vec!["sec".into()],
+        projects: vec![
+            SeedProject { path: "sec/app".into(), ci_uses: vec!["PERSONAL_TOKEN".into(), "PROJECT_TOKEN".into()] },
+            SeedProject { path: "sec/inventory".into(), ci_uses: vec!["SA_TOKEN".into()] },
+            SeedProject { path: "sec/reports".into(), ci_uses: vec!["GROUP_TOKEN".into()] },
+        ],
+        members: vec![SeedMember {
+            user: "alice".into(),
+            group: Some("sec".into()),
+            access_level: 30,
+            ..Default::default()
+        }],
+        tokens: vec![
+            SeedToken { user: Some("root".into()), secret: Some(ADMIN.into()), ..token("admin", 300) },
+            SeedToken { user: Some("alice".into()), ..token("alice-ci", 3) },
+            SeedToken { project: Some("sec/app".into()), ..token("app-ci", 3) },
+            SeedToken { group: Some("sec".into()), ..token("sec-reports", 3) },
+            SeedToken { user: Some("svc-inv".into()), ..token("inventory", 3) },
+        ],
+        variables: vec![
+            variable(Some("sec/app"), None, "PERSONAL_TOKEN", "alice-ci", false),
+            variable(Some("sec/app"), None, "PROJECT_TOKEN", "app-ci", true),
+            variable(None, Some("sec"), "GROUP_TOKEN", "sec-reports", true),
+            variable(Some("sec/inventory"), None, "SA_TOKEN", "inventory", false),
+        ],
+        pipelines: vec![failed_pipeline("sec/app"), failed_pipeline("sec/inventory"), failed_pipeline("sec/reports")],
+        ..Default::default()
+    }
+}
+
+pub const FLEET_CONFIG: &str = r#"
+[[token]]
+id = "personal"
+kind = "personal"
+name = "alice-ci"
+user = "alice"
+
+[[token.variable]]
+project = "sec/app"
+key = "PERSONAL_TOKEN"
+
+[[token]]
+id = "project"
+kind = "project"
+name = "app-ci"
+project = "sec/app"
+
+[[token.variable]]
+project = "sec/app"
+key = "PROJECT_TOKEN"
+
+[[token.pipeline]]
+project = "sec/app"
+ref = "main"
+wait_minutes = 1
+
+[[token]]
+id = "group"
+kind = "group"
+name = "sec-reports"
+group = "sec"
+
+[[token.variable]]
+group = "sec"
+key = "GROUP_TOKEN"
+
+[[token.pipeline]]
+project = "sec/reports"
+ref = "main"
+wait_minutes = 1
+
+[[token]]
+id = "service"
+kind = "service_account"
+name = "inventory"
+group = "sec"
+user = "svc-inv"
+
+[[token.variable]]
+project = "sec/inventory"
+key = "SA_TOKEN"
+
+[[token.pipeline]]
+project = "sec/inventory"
+ref = "main"
+action = "create"
+wait_minutes = 1
+"#;

@@ -1,0 +1,5 @@
+//! The rotation engine end to end: the real `patrol` binary against the simulator.
+
+mod engine;
+mod helpers;
+mod recovery;
