@@ -122,6 +122,9 @@ pub fn client(url: &str, secret: Secret, concurrency: u16, env: &Env, config: Op
     if let Some(secs) = env.get("PATROL_TIMEOUT").and_then(|s| s.parse::<u64>().ok()) {
         options.timeout = Duration::from_secs(secs.max(1));
     }
+    if let Some(secs) = env.get("PATROL_RETRY_SECONDS").and_then(|s| s.parse::<u64>().ok()) {
+        options.retry.budget = Duration::from_secs(secs);
+    }
     options.ca_file =
         config.and_then(|c| c.gitlab.ca_file.clone()).or_else(|| env.get("CI_SERVER_TLS_CA_FILE").map(Into::into));
     Client::new(url, secret, options).map_err(|e| Stop::usage(e.to_string()))

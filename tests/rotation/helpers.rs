@@ -51,7 +51,8 @@ impl Universe {
             .env("PATROL_GITLAB_URL", self.sim.api_url())
             .env("PATROL_TOKEN", ADMIN)
             .env("PATROL_LOG", "trace")
-            .env("PATROL_TIMEOUT", "2");
+            .env("PATROL_TIMEOUT", "2")
+            .env("PATROL_RETRY_SECONDS", "3");
         if matches!(args.first(), Some(&"plan") | Some(&"rotate")) {
             cmd.args(["--report", &report.display().to_string(), "--junit", &junit.display().to_string()]);
         }
