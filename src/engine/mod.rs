@@ -235,6 +235,9 @@ impl Engine {
             Decision::Unchanged { reason } => {
                 report.outcome = Outcome::Unchanged;
                 report.reason = reason.clone();
+                if self.options.mode == Mode::Rotate {
+                    self.revoke_leftovers(t, &home, &named, &observed, report).await?;
+                }
                 return Ok(());
             }
             Decision::Rotate { why, reason, .. } => (*why, reason.clone()),
@@ -425,6 +428,43 @@ impl Engine {
                     format!("the new token {} is stored and verified, but the old token {} could not be revoked: {e}. Revoke it in GitLab, or the next run will.", issued.token.id, old.id)
                 })?;
             }
+        }
+        Ok(())
+    }
+
+    /// An `overlap` rotation interrupted between creating the new token and revoking the old one
+    /// leaves two active tokens with the name. Once every variable holds the newest, the older
+    /// ones are revoked, so each managed name ends with one active token.
+    async fn revoke_leftovers(
+        &self,
+        t: &ManagedToken,
+        home: &TokenHome,
+        named: &[ApiToken],
+        observed: &Observed,
+        report: &mut TokenReport,
+    ) -> Result<(), Failure> {
+        let Some(current) = &observed.current else { return Ok(()) };
+        let all_hold =
+            !observed.variables.is_empty() && observed.variables.iter().all(|(_, h)| *h == Holds::Token(current.id));
+        if t.policy.strategy != Strategy::Overlap || !all_hold {
+            return Ok(());
+        }
+        let leftovers: Vec<u64> = named.iter().filter(|x| x.active && x.id < current.id).map(|x| x.id).collect();
+        for id in &leftovers {
+            self.client.revoke(home, *id).await.map_err(|e| {
+                format!(
+                    "token {id} is left over from an interrupted overlap rotation and could not be revoked: {e}. {}",
+                    advice(&e)
+                )
+            })?;
+        }
+        if !leftovers.is_empty() {
+            let ids: Vec<String> = leftovers.iter().map(u64::to_string).collect();
+            report.outcome = Outcome::Repaired;
+            report.reason.push_str(&format!(
+                "; revoked token {} left over from an interrupted overlap rotation",
+                ids.join(", ")
+            ));
         }
         Ok(())
     }

@@ -98,3 +98,68 @@ async fn a_write_failing_for_good_after_rotation_exits_1_and_the_next_run_repair
     assert_eq!(u.variable_holds("PROJECT_TOKEN", "*"), u.active("app-ci").first().copied());
     assert!(u.sim.reuse_detections().is_empty());
 }
+
+#[tokio::test]
+async fn an_interrupted_overlap_rotation_converges_on_the_next_run() {
+    let config = FLEET_CONFIG.replace("name = \"inventory\"\n", "name = \"inventory\"\nstrategy = \"overlap\"\n");
+    let u = Universe::new(fleet(), &config).await;
+    let old = u.active("inventory");
+    // The old token's revocation never succeeds: the run stores and verifies the new token, then fails.
+    u.sim.inject(Fault::new(
+        Some("DELETE"),
+        "/api/v4/groups/*/service_accounts/*/personal_access_tokens/*",
+        FaultAction::Status { status: 403 },
+    ));
+    let run = u.patrol(&["rotate", "--only", "service"]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(u.active("inventory").len(), 2, "both tokens active after the interrupted run");
+    let new = run.report["tokens"][0]["after"]["token_id"].as_u64();
+    assert_eq!(u.variable_holds("SA_TOKEN", "*"), new);
+
+    u.sim.clear_faults();
+    let next = u.patrol(&["rotate", "--only", "service"]).await;
+    assert_eq!(next.code, 0, "{}\n{}", next.stdout, tail(&next.stderr));
+    assert_eq!(next.report["tokens"][0]["outcome"], "repaired");
+    assert!(next.report["tokens"][0]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains(&format!("revoked token {}", old[0]))));
+    assert_eq!(u.active("inventory").into_iter().map(Some).collect::<Vec<_>>(), vec![new]);
+}
+
+#[tokio::test]
+async fn several_active_tokens_use_the_one_the_variables_hold_or_fail_clearly() {
+    let mut seed = fleet();
+    let mut twin = seed.tokens[4].clone();
+    twin.expires_in_days = Some(100);
+    seed.tokens.push(twin);
+    let u = Universe::new(seed, FLEET_CONFIG).await;
+    // The variable holds the first one (due in 3 days): that is the one rotated.
+    let held = u.variable_holds("SA_TOKEN", "*");
+    let run = u.patrol(&["rotate", "--only", "service"]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.report["tokens"][0]["before"]["token_id"].as_u64(), held);
+
+    // When no variable tells, patrol refuses to guess.
+    u.sim.with_world(|w| w.variables.retain(|v| v.key != "SA_TOKEN"));
+    let unclear = u.patrol(&["rotate", "--only", "service"]).await;
+    assert_eq!(unclear.code, 1);
+    let error = unclear.report["tokens"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("2 active tokens are named \"inventory\"") && error.contains("Revoke the ones not in use"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_lower_gitlab_lifetime_limit_is_taken_from_gitlabs_answer() {
+    let mut seed = fleet();
+    seed.max_token_lifetime_days = Some(200);
+    let u = Universe::new(seed, FLEET_CONFIG).await;
+    let run = u.patrol(&["rotate", "--only", "service"]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let limit = (patrol::app::today() + chrono::Duration::days(200)).to_string();
+    assert_eq!(run.report["tokens"][0]["after"]["expires_at"], limit.as_str());
+    let reason = run.report["tokens"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(&format!("GitLab allows expiry up to {limit}")), "{reason}");
+    assert!(u.sim.reuse_detections().is_empty());
+}
