@@ -145,6 +145,19 @@ async fn preflight(client: &Client) -> Result<(), Stop> {
     }
 }
 
+/// The shard to work on: --shard, else GitLab's `parallel:` variables.
+fn shard(selection: &Selection, env: &Env) -> Result<Option<crate::cli::Shard>, Stop> {
+    if selection.shard.is_some() {
+        return Ok(selection.shard);
+    }
+    match (env.get("CI_NODE_INDEX"), env.get("CI_NODE_TOTAL")) {
+        (Some(i), Some(n)) => crate::cli::parse_shard(&format!("{i}/{n}"))
+            .map(Some)
+            .map_err(|e| Stop::usage(format!("CI_NODE_INDEX/CI_NODE_TOTAL: {e}"))),
+        _ => Ok(None),
+    }
+}
+
 fn selected(config: &Config, only: &[String]) -> Result<Vec<ManagedToken>, Stop> {
     for id in only {
         if !config.tokens.iter().any(|t| &t.id == id) {
@@ -197,7 +210,11 @@ async fn engine_run(
     force: bool,
 ) -> Result<RunEnd, Stop> {
     let config = Config::load(&cli.config)?;
-    let tokens = selected(&config, &selection.only)?;
+    let mut tokens = selected(&config, &selection.only)?;
+    if let Some(shard) = shard(selection, env)? {
+        tokens.retain(|t| shard.owns(&t.id));
+        tracing::info!(shard = shard.index, of = shard.total, tokens = tokens.len(), "working on one shard");
+    }
     let url = gitlab_url(cli, env, Some(&config))?;
     let secret = credential(env, Some(&config))?;
     let client = client(&url, secret, *concurrency, env, Some(&config))?;

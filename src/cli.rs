@@ -31,6 +31,38 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_tokens() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("token-{i}")).collect();
+        for total in 1..=7 {
+            let shards: Vec<Shard> = (1..=total).map(|index| Shard { index, total }).collect();
+            let mut sizes = vec![0usize; total as usize];
+            for id in &ids {
+                let owners: Vec<usize> =
+                    shards.iter().enumerate().filter(|(_, s)| s.owns(id)).map(|(i, _)| i).collect();
+                assert_eq!(owners.len(), 1, "{id} in exactly one of {total} shards");
+                sizes[owners[0]] += 1;
+            }
+            assert!(sizes.iter().all(|n| *n > 1000 / total as usize / 2), "{total}: {sizes:?}");
+        }
+        assert!(
+            Shard { index: 2, total: 4 }.owns("inventory") == parse_shard("2/4").is_ok_and(|s| s.owns("inventory"))
+        );
+    }
+
+    #[test]
+    fn shard_syntax_is_checked() {
+        assert_eq!(parse_shard("2/4"), Ok(Shard { index: 2, total: 4 }));
+        for bad in ["0/4", "5/4", "1/0", "x/2", "3"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -73,6 +105,37 @@ pub struct Selection {
     /// Write a JUnit XML report to FILE, one test case per managed token.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Work on shard I of N only (1-based): managed tokens are split by a stable hash of their
+    /// id, so N parallel jobs never touch the same token [default: $CI_NODE_INDEX/$CI_NODE_TOTAL]
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+/// One of N disjoint parts of the managed tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based, like GitLab's `CI_NODE_INDEX`.
+    pub index: u32,
+    pub total: u32,
+}
+
+impl Shard {
+    /// Whether the token with this config id belongs to this shard. FNV-1a over the id: stable
+    /// across runs, machines and patrol versions, unlike std's randomly seeded hasher.
+    pub fn owns(&self, id: &str) -> bool {
+        let hash = id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+        hash % u64::from(self.total) == u64::from(self.index - 1)
+    }
+}
+
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (i, n) = s.split_once('/').ok_or_else(|| format!("{s:?} is not I/N, e.g. 2/4"))?;
+    let index: u32 = i.trim().parse().map_err(|_| format!("{i:?} is not a number"))?;
+    let total: u32 = n.trim().parse().map_err(|_| format!("{n:?} is not a number"))?;
+    if total == 0 || index == 0 || index > total {
+        return Err(format!("shard {index}/{total}: I must be between 1 and N"));
+    }
+    Ok(Shard { index, total })
 }
 
 #[derive(Debug, Args)]

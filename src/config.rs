@@ -95,7 +95,7 @@ pub struct PipelineTarget {
 }
 
 /// How to find a managed token in GitLab.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Owner {
     /// A personal access token of this user.
     User(String),

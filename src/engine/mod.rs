@@ -14,7 +14,7 @@ pub mod audit;
 pub mod decide;
 
 use crate::config::{ManagedToken, Owner, PipelineAction as Action, Strategy, VariableTarget};
-use crate::gitlab::model::{ApiToken, ApiVariable, IssuedToken};
+use crate::gitlab::model::{ApiToken, ApiUser, ApiVariable, IssuedToken};
 use crate::gitlab::{Client, GitlabError, TokenHome};
 use crate::report::{
     After, Before, Outcome, PipelineAction, PipelineReport, TokenReport, VariableOutcome, VariableReport,
@@ -23,6 +23,8 @@ use chrono::{Duration as Days, NaiveDate};
 use decide::{decide, Decision, Holds, Observed, Why};
 use futures::StreamExt;
 use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,33 @@ pub enum Progress<'a> {
 pub struct Engine {
     client: Client,
     options: Options,
+    cache: Cache,
+}
+
+type Cell<V> = Arc<tokio::sync::OnceCell<Result<V, String>>>;
+
+/// What a run fetches once and shares between tokens: nothing is fetched twice.
+#[derive(Default)]
+struct Cache {
+    /// Username (lowercase) → user id, or none.
+    users: Mutex<HashMap<String, Cell<Option<u64>>>>,
+    /// Top-level group → its service accounts.
+    accounts: Mutex<HashMap<String, Cell<Vec<ApiUser>>>>,
+    /// Every unrevoked token of an owner that has several managed tokens.
+    listings: Mutex<HashMap<TokenHome, Cell<Vec<ApiToken>>>>,
+    /// Owners with several managed tokens in this run: one listing serves them all.
+    shared: Mutex<HashSet<Owner>>,
+}
+
+/// Runs `init` once per key; every caller gets its result.
+async fn cached<K, V, F>(map: &Mutex<HashMap<K, Cell<V>>>, key: K, init: F) -> Result<V, String>
+where
+    K: std::hash::Hash + Eq,
+    V: Clone,
+    F: std::future::Future<Output = Result<V, String>>,
+{
+    let cell = map.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+    cell.get_or_init(|| init).await.clone()
 }
 
 /// A reason a token could not be finished, written for the person who reads the report.
@@ -140,13 +169,19 @@ fn advice(e: &GitlabError) -> &'static str {
 
 impl Engine {
     pub fn new(client: Client, options: Options) -> Engine {
-        Engine { client, options }
+        Engine { client, options, cache: Cache::default() }
     }
 
     /// Works on every token, several at once, calling `progress` as each finishes; then retries
     /// or starts the dependent pipelines once each, after every token is stored (two tokens may
     /// feed one pipeline). The reports come back in config order.
     pub async fn run(&self, tokens: &[ManagedToken], mut progress: impl FnMut(Progress<'_>)) -> Vec<TokenReport> {
+        let mut per_owner: HashMap<&Owner, usize> = HashMap::new();
+        for t in tokens {
+            *per_owner.entry(&t.owner).or_default() += 1;
+        }
+        *self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()) =
+            per_owner.into_iter().filter(|(_, n)| *n > 1).map(|(o, _)| o.clone()).collect();
         let mut done = 0;
         let mut reports: Vec<(usize, TokenReport)> = Vec::with_capacity(tokens.len());
         let mut stream = futures::stream::iter(tokens.iter().enumerate())
@@ -257,24 +292,28 @@ impl Engine {
     }
 
     /// Finds where the token lives and every token there with exactly its name (GitLab's
-    /// `search` is fuzzy, §10).
+    /// `search` is fuzzy, §10). Lookups are shared between the tokens of a run.
     async fn locate(&self, t: &ManagedToken) -> Result<(TokenHome, Vec<ApiToken>), Failure> {
         let home =
             match &t.owner {
                 Owner::User(username) => {
-                    let user = self
-                        .client
-                        .user_by_username(username)
-                        .await
-                        .map_err(|e| format!("cannot look up user {username:?}: {e}. {}", advice(&e)))?;
-                    let user = user
-                        .ok_or_else(|| format!("GitLab has no user named {username:?}; check `user` in the config"))?;
-                    TokenHome::Personal { user_id: user.id }
+                    let id = cached(&self.cache.users, username.to_lowercase(), async {
+                        let user = self.client.user_by_username(username).await;
+                        user.map(|u| u.map(|u| u.id))
+                            .map_err(|e| format!("cannot look up user {username:?}: {e}. {}", advice(&e)))
+                    })
+                    .await?;
+                    let user_id =
+                        id.ok_or_else(|| format!("GitLab has no user named {username:?}; check `user` in the config"))?;
+                    TokenHome::Personal { user_id }
                 }
                 Owner::ServiceAccount { group, user } => {
-                    let accounts = self.client.service_accounts(group).await.map_err(|e| {
-                        format!("cannot list the service accounts of group {group:?}: {e}. {}", advice(&e))
-                    })?;
+                    let accounts = cached(&self.cache.accounts, group.clone(), async {
+                        self.client.service_accounts(group).await.map_err(|e| {
+                            format!("cannot list the service accounts of group {group:?}: {e}. {}", advice(&e))
+                        })
+                    })
+                    .await?;
                     let account = accounts.into_iter().find(|a| a.username.eq_ignore_ascii_case(user)).ok_or_else(|| {
                     format!("group {group:?} has no service account {user:?}; check `group` and `user` in the config")
                 })?;
@@ -283,7 +322,19 @@ impl Engine {
                 Owner::Project(p) => TokenHome::Project(p.clone()),
                 Owner::Group(g) => TokenHome::Group(g.clone()),
             };
-        let named = self.list_named(&home, &t.name).await?;
+        let shared = self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.owner);
+        let named = if shared {
+            let all = cached(&self.cache.listings, home.clone(), async {
+                self.client
+                    .list_tokens(&home, &[("revoked", "false".into())])
+                    .await
+                    .map_err(|e| format!("cannot list the tokens of {}: {e}. {}", t.owner.display(), advice(&e)))
+            })
+            .await?;
+            all.into_iter().filter(|x| x.name == t.name && !x.revoked).collect()
+        } else {
+            self.list_named(&home, &t.name).await?
+        };
         Ok((home, named))
     }
 

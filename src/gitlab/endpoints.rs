@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Where a token lives in GitLab's API, once names are resolved to what the paths need.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TokenHome {
     /// `/personal_access_tokens?user_id=` (§1).
     Personal { user_id: u64 },

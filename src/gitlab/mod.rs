@@ -11,6 +11,7 @@ pub use endpoints::TokenHome;
 pub mod model;
 
 use crate::secret::Secret;
+use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -102,6 +103,14 @@ impl Default for ClientOptions {
     }
 }
 
+/// What GitLab's `RateLimit-*` headers last said (§5.3).
+#[derive(Debug, Default)]
+struct Pace {
+    remaining: Option<u64>,
+    /// Unix time at which the window resets.
+    reset: Option<u64>,
+}
+
 /// A GitLab API client bound to one API root and one credential.
 #[derive(Clone)]
 pub struct Client {
@@ -109,6 +118,7 @@ pub struct Client {
     base: String,
     credential: Secret,
     permits: Arc<Semaphore>,
+    pace: Arc<std::sync::Mutex<Pace>>,
     options: ClientOptions,
 }
 
@@ -156,7 +166,8 @@ impl Client {
             .build()
             .map_err(|e| GitlabError::Transport { method: "-".into(), path: base.into(), detail: e.to_string() })?;
         let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
-        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), credential, permits, options })
+        let pace = Arc::new(std::sync::Mutex::new(Pace::default()));
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), credential, permits, pace, options })
     }
 
     pub fn base(&self) -> &str {
@@ -173,6 +184,7 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Answer, GitlabError> {
         let _permit = self.permits.acquire().await.map_err(|e| self.transport(method, path, e))?;
+        self.paced().await;
         let mut auth = HeaderValue::from_str(credential.expose())
             .map_err(|_| self.transport(method, path, "the credential has characters an HTTP header cannot carry"))?;
         auth.set_sensitive(true);
@@ -187,6 +199,7 @@ impl Client {
         let mut resp = req.send().await.map_err(|e| self.transport(method, path, describe(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        self.observe_rate_limit(&headers);
         let mut body = Vec::new();
         loop {
             match resp.chunk().await {
@@ -206,6 +219,49 @@ impl Client {
         }
         tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "gitlab request");
         Ok(Answer { status, headers, body: body.into() })
+    }
+
+    /// Waits for the rate-limit window to reset when GitLab says fewer requests remain in it than
+    /// patrol may have in flight, so the throttle is never tripped (§5.3). A request sent while
+    /// more than `concurrency` remain cannot exceed the limit, whatever else is in flight.
+    async fn paced(&self) {
+        loop {
+            let wait = {
+                let pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                match (pace.remaining, pace.reset) {
+                    (Some(left), Some(reset)) if left <= self.options.concurrency as u64 && reset > now.as_secs() => {
+                        Some(Duration::from_secs(reset).saturating_sub(now) + Duration::from_millis(20))
+                    }
+                    _ => None,
+                }
+            };
+            match wait {
+                Some(w) => {
+                    tracing::debug!(
+                        wait_ms = w.as_millis() as u64,
+                        "pacing: GitLab's rate-limit window is nearly used up"
+                    );
+                    tokio::time::sleep(w).await;
+                    let mut pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
+                    pace.remaining = None;
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn observe_rate_limit(&self, headers: &HeaderMap) {
+        let number =
+            |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<u64>().ok());
+        if let (Some(remaining), Some(reset)) = (number("ratelimit-remaining"), number("ratelimit-reset")) {
+            let mut pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
+            // Answers arrive out of order; within a window the lowest count is the latest.
+            let same_window = pace.reset == Some(reset);
+            pace.remaining =
+                Some(if same_window { pace.remaining.map_or(remaining, |r| r.min(remaining)) } else { remaining });
+            pace.reset = Some(reset);
+        }
     }
 
     fn transport(&self, method: &Method, path: &str, detail: impl std::fmt::Display) -> GitlabError {
@@ -260,24 +316,40 @@ impl Client {
         decode(&method, path, &answer.body)
     }
 
-    /// Every page of a list, following `X-Next-Page` (§5.2), 100 per page.
+    /// Every page of a list, 100 per page (§5.2). When GitLab gives `X-Total-Pages`, the other
+    /// pages are fetched at once (within the concurrency limit); past 10,000 records GitLab leaves
+    /// the totals out, and the pages are followed one by one by `X-Next-Page`.
     async fn all<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<T>, GitlabError> {
-        let mut items = Vec::new();
-        let mut page = 1u64;
-        loop {
+        let page = |n: u64| {
             let mut q = query.to_vec();
             q.push(("per_page", "100".into()));
-            q.push(("page", page.to_string()));
-            let answer = self.request(None, Method::GET, path, &q, None).await?;
-            let batch: Vec<T> = decode(&Method::GET, path, &answer.body)?;
-            items.extend(batch);
-            let next =
-                answer.headers.get("x-next-page").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
-            match next {
-                Some(n) if n > page => page = n,
-                _ => return Ok(items),
+            q.push(("page", n.to_string()));
+            async move {
+                let answer = self.request(None, Method::GET, path, &q, None).await?;
+                let items: Vec<T> = decode(&Method::GET, path, &answer.body)?;
+                let header = |name: &str| {
+                    answer.headers.get(name).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok())
+                };
+                Ok::<_, GitlabError>((items, header("x-total-pages"), header("x-next-page")))
             }
+        };
+        let (mut items, total_pages, mut next) = page(1).await?;
+        if let Some(total) = total_pages.filter(|t| *t > 1) {
+            let rest: Vec<Result<_, GitlabError>> =
+                futures::stream::iter(2..=total).map(page).buffered(self.options.concurrency.max(1)).collect().await;
+            for result in rest {
+                items.extend(result?.0);
+            }
+            return Ok(items);
         }
+        let mut current = 1;
+        while let Some(n) = next.filter(|n| *n > current) {
+            let (more, _, after) = page(n).await?;
+            items.extend(more);
+            current = n;
+            next = after;
+        }
+        Ok(items)
     }
 }
 

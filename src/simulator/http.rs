@@ -329,26 +329,36 @@ pub fn paginate(origin: &str, req: &Req, items: Vec<Value>) -> ApiResult {
 /// every answer carries the `RateLimit-*` headers; past the limit requests get 429 with
 /// `Retry-After` and the plain-text body `Retry later`. With no limit set (the Self-Managed
 /// default) there are no headers, as from GitLab with the throttle off.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateLimiter {
+    /// Requests allowed per window; `None`: no throttle.
     pub per_minute: Option<u32>,
+    /// The window's length in seconds: 60 as in GitLab; tests shorten it.
+    pub window_secs: i64,
     window: i64,
     observed: u32,
     /// How many requests were refused with 429 by the throttle.
     pub throttled: u64,
 }
 
+impl Default for RateLimiter {
+    fn default() -> Self {
+        RateLimiter { per_minute: None, window_secs: 60, window: 0, observed: 0, throttled: 0 }
+    }
+}
+
 impl RateLimiter {
     /// Counts one request; returns the headers to send and, when over the limit, the 429.
     fn check(&mut self, now: DateTime<Utc>) -> (Vec<(String, String)>, Option<Reply>) {
         let Some(limit) = self.per_minute else { return (Vec::new(), None) };
-        let window = now.timestamp().div_euclid(60);
+        let length = self.window_secs.max(1);
+        let window = now.timestamp().div_euclid(length);
         if window != self.window {
             self.window = window;
             self.observed = 0;
         }
         self.observed += 1;
-        let reset = (window + 1) * 60;
+        let reset = (window + 1) * length;
         let headers = vec![
             ("ratelimit-name".to_owned(), "throttle_authenticated_api".to_owned()),
             ("ratelimit-limit".to_owned(), limit.to_string()),

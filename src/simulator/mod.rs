@@ -114,6 +114,11 @@ impl Simulator {
         lock(&self.shared.limiter).per_minute = per_minute;
     }
 
+    /// Shortens the throttle's window from GitLab's minute, so tests need not wait a minute.
+    pub fn set_rate_limit_window(&self, seconds: i64) {
+        lock(&self.shared.limiter).window_secs = seconds;
+    }
+
     /// How many requests the throttle refused with 429.
     pub fn throttled(&self) -> u64 {
         lock(&self.shared.limiter).throttled

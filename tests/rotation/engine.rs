@@ -74,6 +74,13 @@ async fn plan_is_read_only_and_says_what_is_due() {
     );
     assert_eq!(u.writes_since(0), Vec::<String>::new());
     assert_eq!(u.patrol(&["plan"]).await.code, 0, "without --exit-code, due is success");
+    let in_ci = u.patrol_with(&["plan"], &[("GITLAB_CI", "true")]).await;
+    let sections = in_ci.stdout.matches("section_start:").count();
+    assert_eq!((sections, in_ci.stdout.matches("section_end:").count()), (4, 4), "{}", in_ci.stdout);
+    assert!(
+        in_ci.stdout.contains("[collapsed=true]")
+            && in_ci.stdout.contains("variable project sec/app PERSONAL_TOKEN [*]: would-write")
+    );
     let dry = u.patrol(&["rotate", "--dry-run"]).await;
     assert_eq!((dry.code, dry.report["command"].as_str()), (0, Some("plan")));
     assert_eq!(u.writes_since(0), Vec::<String>::new());
@@ -348,4 +355,20 @@ async fn patrol_demo_tells_the_story_and_exits_0() {
 
 pub fn tail(s: &str) -> String {
     s.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn shards_split_the_tokens_between_parallel_jobs() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    let mut seen = Vec::new();
+    for i in 1..=3 {
+        let shard = format!("{i}/3");
+        let by_flag = u.patrol(&["plan", "--shard", &shard]).await;
+        let by_env = u.patrol_with(&["plan"], &[("CI_NODE_INDEX", &i.to_string()), ("CI_NODE_TOTAL", "3")]).await;
+        assert_eq!(outcomes(&by_flag), outcomes(&by_env), "the flag and GitLab's parallel variables agree");
+        seen.extend(outcomes(&by_flag).into_iter().map(|(id, _)| id));
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["group", "personal", "project", "service"], "every token in exactly one shard");
+    assert_eq!(u.patrol(&["plan", "--shard", "4/3"]).await.code, 2);
 }

@@ -1,5 +1,6 @@
 //! The rotation engine end to end: the real `patrol` binary against the simulator.
 
+mod efficiency;
 mod engine;
 mod helpers;
 mod recovery;

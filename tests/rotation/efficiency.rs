@@ -1,0 +1,51 @@
+//! Requests: nothing fetched twice, one listing per owner, GitLab's rate limit never tripped.
+
+use crate::engine::tail;
+use crate::helpers::*;
+use patrol::simulator::seed::SeedToken;
+
+#[tokio::test]
+async fn rate_limit_headers_pace_patrol_so_gitlab_never_answers_429() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    // A window of one second that holds 12 requests: the run needs several windows.
+    u.sim.set_rate_limit(Some(12));
+    u.sim.set_rate_limit_window(1);
+    let run = u.patrol(&["rotate"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    let requests = u.sim.requests().len();
+    assert!(requests > 24, "the run spans several windows ({requests} requests)");
+    assert_eq!(u.sim.throttled(), 0, "patrol paced itself by RateLimit-Remaining/Reset");
+    assert!(outcomes(&run).iter().all(|(_, o)| o == "rotated"));
+}
+
+#[tokio::test]
+async fn one_listing_and_one_user_lookup_serve_every_token_of_an_owner() {
+    let mut seed = fleet();
+    let mut config = String::new();
+    for i in 0..5 {
+        seed.tokens.push(SeedToken { user: Some("alice".into()), ..token(&format!("alice-{i}"), 100) });
+        seed.variables.push(variable(Some("sec/app"), None, &format!("ALICE_{i}"), &format!("alice-{i}"), true));
+        config.push_str(&format!(
+            "[[token]]\nid = \"a{i}\"\nkind = \"personal\"\nname = \"alice-{i}\"\nuser = \"alice\"\n\n[[token.variable]]\nproject = \"sec/app\"\nkey = \"ALICE_{i}\"\n\n"
+        ));
+    }
+    let u = Universe::new(seed, &config).await;
+    let run = u.patrol(&["plan"]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let gets: Vec<String> =
+        u.sim.requests().iter().filter(|r| r.method == "GET").map(|r| format!("{}?{}", r.path, r.query)).collect();
+    let count = |needle: &str| gets.iter().filter(|g| g.contains(needle)).count();
+    assert_eq!(count("/users?username=alice"), 1, "{gets:#?}");
+    assert_eq!(count("/personal_access_tokens?"), 1, "{gets:#?}");
+    assert!(
+        gets.iter()
+            .all(|g| !g.contains("/personal_access_tokens?")
+                || (g.contains("revoked=false") && g.contains("per_page=100"))),
+        "{gets:#?}"
+    );
+    // Each variable read once, nothing else twice.
+    let mut sorted = gets.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), gets.len(), "a request was repeated: {gets:#?}");
+}
