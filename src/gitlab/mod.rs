@@ -334,6 +334,9 @@ impl Client {
             }
         };
         let (mut items, total_pages, mut next) = page(1).await?;
+        if items.len() < 100 {
+            return Ok(items);
+        }
         if let Some(total) = total_pages.filter(|t| *t > 1) {
             let rest: Vec<Result<_, GitlabError>> =
                 futures::stream::iter(2..=total).map(page).buffered(self.options.concurrency.max(1)).collect().await;
@@ -342,12 +345,22 @@ impl Client {
             }
             return Ok(items);
         }
+        // No totals: fetch the next `concurrency` pages at once, in order, until a short page.
+        let batch = self.options.concurrency.max(1) as u64;
         let mut current = 1;
-        while let Some(n) = next.filter(|n| *n > current) {
-            let (more, _, after) = page(n).await?;
-            items.extend(more);
-            current = n;
-            next = after;
+        while next.is_some_and(|n| n > current) {
+            let pages: Vec<Result<_, GitlabError>> =
+                futures::stream::iter(current + 1..=current + batch).map(page).buffered(batch as usize).collect().await;
+            for result in pages {
+                let (more, _, after) = result?;
+                let full = more.len() == 100;
+                items.extend(more);
+                current += 1;
+                next = after;
+                if !full || next.is_none() {
+                    return Ok(items);
+                }
+            }
         }
         Ok(items)
     }

@@ -284,12 +284,17 @@ impl Reply {
 /// Offset pagination with GitLab's headers: `page` (default 1), `per_page` (default 20, at
 /// most 100), the `X-*` headers and `Link`. Totals are left out past 10,000 records.
 pub fn paginate(origin: &str, req: &Req, items: Vec<Value>) -> ApiResult {
+    paginate_map(origin, req, items, |v| v)
+}
+
+/// Like [`paginate`], turning only the items of the requested page into JSON.
+pub fn paginate_map<T>(origin: &str, req: &Req, items: Vec<T>, to_json: impl Fn(T) -> Value) -> ApiResult {
     let page = req.params.u64("page")?.unwrap_or(1).max(1);
     let per_page = req.params.u64("per_page")?.unwrap_or(20).clamp(1, 100);
     let total = items.len() as u64;
     let total_pages = total.div_ceil(per_page).max(1);
     let start = ((page - 1) * per_page) as usize;
-    let body: Vec<Value> = items.into_iter().skip(start).take(per_page as usize).collect();
+    let body: Vec<Value> = items.into_iter().skip(start).take(per_page as usize).map(to_json).collect();
     let link = |p: u64| {
         let mut q = form_urlencoded::Serializer::new(String::new());
         for (k, v) in req.query.iter().filter(|(k, _)| k != "page" && k != "per_page" && k != "private_token") {

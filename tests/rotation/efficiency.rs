@@ -49,3 +49,36 @@ async fn one_listing_and_one_user_lookup_serve_every_token_of_an_owner() {
     sorted.dedup();
     assert_eq!(sorted.len(), gets.len(), "a request was repeated: {gets:#?}");
 }
+
+#[tokio::test]
+async fn past_ten_thousand_records_every_page_is_still_read_once() {
+    let mut seed = fleet();
+    let bulk = 10_050;
+    seed.tokens.extend((0..bulk).map(|i| SeedToken { user: Some("alice".into()), ..token(&format!("bulk-{i}"), 100) }));
+    let u = Universe::new(seed, FLEET_CONFIG).await;
+    let run = u.patrol(&["audit", "--json", "--within-days", "365"]).await;
+    assert_eq!(run.code, 0, "{}", tail(&run.stderr));
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    let ids: Vec<u64> =
+        report["tokens"].as_array().into_iter().flatten().filter_map(|t| t["token_id"].as_u64()).collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "no token listed twice");
+    assert_eq!(ids.len(), bulk + 5, "every unrevoked token in the window: the bulk, 4 managed and the admin's");
+    let pages: Vec<String> = u
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/personal_access_tokens"))
+        .map(|r| r.query.clone())
+        .collect();
+    let mut sorted = pages.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert!(
+        pages.len() - sorted.len() == 0 && pages.len() <= 101 + 8,
+        "each page fetched once, at most one batch past the end: {}",
+        pages.len()
+    );
+}

@@ -47,7 +47,7 @@ fn search_matches(query: &str, name: &str) -> bool {
 
 /// The list filters shared by every token listing (§1.2): `state`, `revoked`, `search`,
 /// `expires_before` (strict), `expires_after` (inclusive), `created_*`, `last_used_*`, `sort`.
-fn filtered(ctx: &Ctx, tokens: Vec<&Token>) -> Result<Vec<Value>, Reply> {
+fn filtered<'w>(ctx: &Ctx, tokens: Vec<&'w Token>) -> Result<Vec<&'w Token>, Reply> {
     let p = &ctx.req.params;
     let today = ctx.world.today();
     let state = p.str("state");
@@ -87,7 +87,16 @@ fn filtered(ctx: &Ctx, tokens: Vec<&Token>) -> Result<Vec<Value>, Reply> {
         Some("name_desc") => out.sort_by(|a, b| b.name.cmp(&a.name).then(b.id.cmp(&a.id))),
         Some(_) => return Err(Reply::json(400, json!({"error": "sort does not have a valid value"}))),
     }
-    Ok(out.into_iter().map(|t| token_json(ctx.world, t, false)).collect())
+    Ok(out)
+}
+
+/// A page of tokens, serialized after pagination.
+fn token_page(ctx: &Ctx, tokens: Vec<&Token>) -> ApiResult {
+    let ids: Vec<Id> = filtered(ctx, tokens)?.into_iter().map(|t| t.id).collect();
+    let world = &*ctx.world;
+    crate::simulator::http::paginate_map(ctx.origin, ctx.req, ids, |id| {
+        world.tokens.get(&id).map(|t| token_json(world, t, false)).unwrap_or(Value::Null)
+    })
 }
 
 /// The latest date GitLab accepts for `expires_at` (§1.4 "Upper limit").
@@ -179,8 +188,7 @@ pub fn pat_list(ctx: &mut Ctx) -> ApiResult {
         (false, _) => Some(ctx.actor.user_id),
     };
     let tokens = ctx.world.tokens.values().filter(|t| user.is_none_or(|u| t.user_id == u)).collect();
-    let items = filtered(ctx, tokens)?;
-    ctx.paginate(items)
+    token_page(ctx, tokens)
 }
 
 pub fn pat_get(ctx: &mut Ctx, which: TokenRef) -> ApiResult {
@@ -266,8 +274,7 @@ fn resource_access(ctx: &Ctx, owner: &Owner, which: TokenRef) -> Result<(Source,
 
 pub fn resource_list(ctx: &mut Ctx, owner: &Owner) -> ApiResult {
     let (source, _) = manageable(ctx, owner)?;
-    let items = filtered(ctx, resource_tokens(ctx.world, source))?;
-    ctx.paginate(items)
+    token_page(ctx, resource_tokens(ctx.world, source))
 }
 
 pub fn resource_get(ctx: &mut Ctx, owner: &Owner, which: TokenRef) -> ApiResult {
@@ -378,8 +385,7 @@ pub fn sa_token_list(ctx: &mut Ctx, group: &str, user: &str) -> ApiResult {
     let group = sa_group(ctx, group)?;
     let user = sa_user(ctx, group, user)?;
     let tokens = ctx.world.tokens.values().filter(|t| t.user_id == user).collect();
-    let items = filtered(ctx, tokens)?;
-    ctx.paginate(items)
+    token_page(ctx, tokens)
 }
 
 pub fn sa_token_create(ctx: &mut Ctx, group: &str, user: &str) -> ApiResult {
