@@ -221,7 +221,9 @@ async fn engine_run(
     preflight(&client).await?;
     let mut options = Options::new(mode, today());
     options.force = force;
-    options.concurrency = usize::from(*concurrency);
+    // Tokens waiting on a shared lookup hold no request slot: let more tokens be in flight than
+    // requests, so the --concurrency request slots stay busy.
+    options.concurrency = usize::from(*concurrency) * 4;
     let started_at = Utc::now();
     let reports = execute(&Engine::new(client, options), &tokens, env.get("GITLAB_CI") == Some("true")).await;
     let command = if mode == Mode::Plan { "plan" } else { "rotate" };

@@ -40,7 +40,7 @@ pub struct Options {
     pub force: bool,
     /// Today in UTC: the date expiry is judged by and new expiries are computed from.
     pub today: NaiveDate,
-    /// Tokens worked on at once (requests are limited separately by the client).
+    /// Tokens worked on at once; requests in flight are limited separately by the client.
     pub concurrency: usize,
     /// How long to keep trying to store a new secret before giving up on a variable.
     pub write_budget: Duration,
