@@ -234,6 +234,8 @@ struct RawPipeline {
 struct Checker<'a> {
     file: String,
     text: &'a str,
+    /// Where the block being checked starts in `text`: spans are relative to it.
+    base: usize,
     problems: Vec<Problem>,
 }
 
@@ -245,7 +247,7 @@ impl Checker<'_> {
     fn add(&mut self, offset: usize, key: Option<&str>, message: impl Into<String>) {
         let problem = Problem {
             file: self.file.clone(),
-            line: self.line(offset),
+            line: self.line(self.base + offset),
             key: key.map(Into::into),
             message: message.into(),
         };
@@ -261,20 +263,47 @@ impl Config {
     }
 
     /// Parses and validates; every problem found is reported, not only the first.
+    ///
+    /// The file is parsed one `[[token]]` block at a time, so only one block's TOML document is
+    /// in memory at once: a 10,000-token file parsed whole peaks at ~75 MB (BENCHMARKS.md).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let mut c = Checker { file: path.display().to_string(), text, problems: Vec::new() };
-        let raw: RawConfig = match toml::from_str(text) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let message = e.message().trim().to_owned();
-                // serde names the offending key between backticks: "unknown field `x`, …";
-                // other messages quote punctuation the same way, which is no key.
-                let names_key = ["field", "variant", "duplicate key"].iter().any(|w| message.contains(w));
-                let key = message.split('`').nth(1).filter(|_| names_key).map(str::to_owned);
-                c.add(e.span().map(|s| s.start).unwrap_or(0), key.as_deref(), message);
-                return Err(ConfigError::Invalid { problems: c.problems });
+        let mut c = Checker { file: path.display().to_string(), text, base: 0, problems: Vec::new() };
+        let mut raw = RawConfig { gitlab: None, defaults: None, token: Vec::new() };
+        let mut defaults_at = 0;
+        let mut token_at = Vec::new();
+        for (offset, block) in blocks(text) {
+            c.base = offset;
+            let part: RawConfig = match toml::from_str(block) {
+                Ok(part) => part,
+                Err(e) => {
+                    let message = e.message().trim().to_owned();
+                    // serde names the offending key between backticks: "unknown field `x`, …";
+                    // other messages quote punctuation the same way, which is no key.
+                    let names_key = ["field", "variant", "duplicate key"].iter().any(|w| message.contains(w));
+                    let key = message.split('`').nth(1).filter(|_| names_key).map(str::to_owned);
+                    c.add(e.span().map(|s| s.start).unwrap_or(0), key.as_deref(), message);
+                    continue;
+                }
+            };
+            if part.gitlab.is_some() {
+                if raw.gitlab.is_some() {
+                    c.add(0, Some("gitlab"), "[gitlab] is defined twice");
+                }
+                raw.gitlab = part.gitlab;
             }
-        };
+            if part.defaults.is_some() {
+                if raw.defaults.is_some() {
+                    c.add(0, Some("defaults"), "[defaults] is defined twice");
+                }
+                raw.defaults = part.defaults;
+                defaults_at = offset;
+            }
+            token_at.extend(std::iter::repeat_n(offset, part.token.len()));
+            raw.token.extend(part.token);
+        }
+        if !c.problems.is_empty() {
+            return Err(ConfigError::Invalid { problems: c.problems });
+        }
         let gitlab = raw.gitlab.map_or_else(
             || GitlabSection { token_env: "PATROL_TOKEN".into(), ..Default::default() },
             |g| GitlabSection {
@@ -283,13 +312,16 @@ impl Config {
                 ca_file: g.ca_file,
             },
         );
+        c.base = defaults_at;
         let defaults = policy(&mut c, &raw.defaults.unwrap_or_default(), Policy::default(), "defaults");
         let mut ids = HashSet::new();
         let mut tokens = Vec::new();
         if raw.token.is_empty() {
+            c.base = 0;
             c.add(0, Some("token"), "no [[token]] is configured: patrol has nothing to manage");
         }
-        for spanned in &raw.token {
+        for (spanned, offset) in raw.token.iter().zip(token_at) {
+            c.base = offset;
             let at = spanned.span().start;
             let t = spanned.get_ref();
             let label = format!("token {:?}", t.id);
@@ -350,6 +382,26 @@ impl Config {
             Err(ConfigError::Invalid { problems: c.problems })
         }
     }
+}
+
+/// Splits the file before each top-level `[[token]]` header, with each part's byte offset. A
+/// file with multi-line strings, where such a line could sit inside a string, stays whole.
+fn blocks(text: &str) -> Vec<(usize, &str)> {
+    if text.contains("\"\"\"") || text.contains("\'\'\'") {
+        return vec![(0, text)];
+    }
+    let mut starts = vec![0];
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let header = line.trim();
+        let rest = header.strip_prefix("[[token]]");
+        if offset > 0 && rest.is_some_and(|r| r.trim().is_empty() || r.trim_start().starts_with('#')) {
+            starts.push(offset);
+        }
+        offset += line.len();
+    }
+    starts.push(text.len());
+    starts.windows(2).map(|w| (w[0], &text[w[0]..w[1]])).collect()
 }
 
 fn owner(c: &mut Checker, at: usize, t: &RawToken, label: &str) -> Option<Owner> {
@@ -521,6 +573,31 @@ ref = "main"
         assert!(joined.contains("is defined twice"), "{joined}");
         assert!(joined.contains("has no [[token.variable]]"), "{joined}");
         assert!(joined.contains("due again at once"), "{joined}");
+    }
+
+    #[test]
+    fn blocks_split_at_token_headers_only() {
+        let text = "[gitlab]\nurl = \"x\"\n[[token]]\nid = \"a\"\n[[token.variable]]\nkey = \"K\"\n  [[token]] # b\nid = \"b\"\n";
+        let parts: Vec<&str> = blocks(text).into_iter().map(|(_, b)| b).collect();
+        assert_eq!(
+            parts,
+            vec![
+                "[gitlab]\nurl = \"x\"\n",
+                "[[token]]\nid = \"a\"\n[[token.variable]]\nkey = \"K\"\n",
+                "  [[token]] # b\nid = \"b\"\n"
+            ]
+        );
+        assert_eq!(blocks("x = \"\"\"\n[[token]]\n\"\"\"\n").len(), 1, "multi-line strings keep the file whole");
+    }
+
+    #[test]
+    fn tables_after_tokens_and_twice_defined_tables() {
+        let later = GOOD.replace("[gitlab]\nurl = \"https://gitlab.example.com/api/v4\"\n", "")
+            + "\n[gitlab]\nurl = \"https://later.example.com/api/v4\"\n";
+        let cfg = Config::parse(Path::new("patrol.toml"), &later).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.gitlab.url.as_deref(), Some("https://later.example.com/api/v4"));
+        let twice = GOOD.to_owned() + "\n[gitlab]\nurl = \"y\"\n";
+        assert!(problems(&twice).iter().any(|p| p.contains("[gitlab] is defined twice")), "{:?}", problems(&twice));
     }
 
     #[test]
