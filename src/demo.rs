@@ -88,7 +88,7 @@ pub async fn run() -> Result<u8, Stop> {
     }
 
     println!("\nThe dependent pipelines now:");
-    for (project, _) in [("security/inventory-builder", ""), ("security/scanner", ""), ("security/reports", "")] {
+    for project in ["security/inventory-builder", "security/scanner", "security/reports"] {
         match client.latest_pipeline(project, "main").await {
             Ok(Some(p)) => println!("  {project} main: pipeline #{} {}", p.id, p.status),
             Ok(None) => println!("  {project} main: no pipeline"),

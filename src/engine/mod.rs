@@ -264,8 +264,7 @@ impl Engine {
             Decision::Rotate { target, reason, .. } => tracing::info!(token_id = target.id, %reason, "will rotate"),
             Decision::Create { reason } => tracing::info!(%reason, "will create"),
         }
-        report.variables =
-            states.iter().map(|s| variable_report(&s.target, VariableOutcome::Unchanged, None)).collect();
+        report.variables = states.iter().map(|s| variable_report(&s.target)).collect();
         let (why, reason) = match &decision {
             Decision::Unchanged { reason } => {
                 report.outcome = Outcome::Unchanged;
@@ -841,14 +840,15 @@ impl Engine {
     }
 }
 
-fn variable_report(v: &VariableTarget, outcome: VariableOutcome, error: Option<String>) -> VariableReport {
+/// A variable's report entry before anything is done to it.
+fn variable_report(v: &VariableTarget) -> VariableReport {
     VariableReport {
         scope: v.holder.scope().into(),
         path: v.holder.path().into(),
         key: v.key.clone(),
         environment_scope: v.environment_scope.clone(),
-        outcome,
-        error,
+        outcome: VariableOutcome::Unchanged,
+        error: None,
     }
 }
 
