@@ -5,7 +5,8 @@
 //! - `PATROL_BENCH_SIZES` (default `100,1000,10000`): fleet sizes N;
 //! - `PATROL_BENCH_LATENCY_MS` (default 20): latency the simulator adds to every request;
 //! - `PATROL_BENCH_RATE_LIMIT` (default none): GitLab's per-minute throttle;
-//! - `PATROL_BENCH_SHARDS` (default 4): the largest N is also run split into this many shards.
+//! - `PATROL_BENCH_SHARDS` (default 4): the largest N is also run split into this many shards;
+//! - `PATROL_BENCH_COMMANDS` (default `rotate,audit`): which commands to measure per N.
 //!
 //! Each fleet: N personal tokens, ten per owner, each held by one readable masked variable and
 //! feeding one failing pipeline; a quarter expire in 5 days (due), the rest in 200. patrol runs as
@@ -90,7 +91,7 @@ struct Measured {
     code: i32,
 }
 
-/// Runs the real binary and measures its wall time and its own peak memory (wait4's rusage).
+/// Runs the real binary and measures its wall time and its own peak memory (VmHWM).
 fn run_patrol(args: &[String], url: &str, log: &Path) -> Measured {
     let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();
@@ -105,19 +106,36 @@ fn run_patrol(args: &[String], url: &str, log: &Path) -> Measured {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run patrol: {e}"));
     let pid = child.id() as libc::pid_t;
+    // Peak memory is read from /proc/<pid>/status (VmHWM) while patrol runs: `wait4`'s
+    // ru_maxrss would include this benchmark's own size, which a spawned child inherits at exec.
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let running = running.clone();
+        std::thread::spawn(move || {
+            let mut peak_kb = 0u64;
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let hwm = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
+                    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()
+                });
+                peak_kb = peak_kb.max(hwm.unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak_kb
+        })
+    };
     let mut status = 0;
-    // SAFETY: wait4 on our own child, with valid pointers to locals; std's Child is not used
+    // SAFETY: waitpid on our own child, with a valid pointer to a local; std's Child is not used
     // to wait afterwards.
     #[allow(unsafe_code)]
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::wait4(pid, &mut status, 0, &mut usage);
-        usage
-    };
+    unsafe {
+        libc::waitpid(pid, &mut status, 0);
+    }
     let wall = started.elapsed();
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak_kb = sampler.join().unwrap_or(0);
     std::mem::forget(child);
     let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    Measured { wall, peak_rss_mb: usage.ru_maxrss as f64 / 1024.0, code }
+    Measured { wall, peak_rss_mb: peak_kb as f64 / 1024.0, code }
 }
 
 /// `GET /projects/:path/variables/:key`-style names for the request log.
@@ -225,6 +243,8 @@ async fn main() {
     let latency = Duration::from_millis(env_or("PATROL_BENCH_LATENCY_MS", 20));
     let rate: Option<u32> = std::env::var("PATROL_BENCH_RATE_LIMIT").ok().and_then(|v| v.parse().ok());
     let shards: u32 = env_or("PATROL_BENCH_SHARDS", 4);
+    let commands = env_or("PATROL_BENCH_COMMANDS", "rotate,audit".to_owned());
+    let wants = |c: &str| commands.split(',').any(|w| w.trim() == c);
     let dir: PathBuf = std::env::temp_dir().join(format!("patrol-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     println!("patrol {} fleet benchmark on {}", env!("CARGO_PKG_VERSION"), machine());
@@ -244,19 +264,28 @@ async fn main() {
         let sim = Simulator::start(seed).await.unwrap_or_else(|e| panic!("{e}"));
         sim.set_latency(latency);
         sim.set_rate_limit(rate);
-        let rotate =
-            measure(&sim, "rotate", vec!["--config".into(), cfg.clone(), "rotate".into()], n, &dir, latency, rate)
-                .await;
-        print_row(&rotate);
-        let args =
-            vec!["--config".into(), cfg.clone(), "audit".into(), "--json".into(), "--within-days".into(), "365".into()];
-        let audit = measure(&sim, "audit", args, n, &dir, latency, rate).await;
-        print_row(&audit);
+        if wants("rotate") {
+            let args = vec!["--config".into(), cfg.clone(), "rotate".into()];
+            let rotate = measure(&sim, "rotate", args, n, &dir, latency, rate).await;
+            print_row(&rotate);
+            details.push(rotate);
+        }
+        if wants("audit") {
+            let args = vec![
+                "--config".into(),
+                cfg.clone(),
+                "audit".into(),
+                "--json".into(),
+                "--within-days".into(),
+                "365".into(),
+            ];
+            let audit = measure(&sim, "audit", args, n, &dir, latency, rate).await;
+            print_row(&audit);
+            details.push(audit);
+        }
         if sim.throttled() > 0 {
             println!("| (GitLab answered 429 {} times) |||||||||", sim.throttled());
         }
-        details.push(rotate);
-        details.push(audit);
         sim.shutdown().await;
     }
     if let (Some(&n), true) = (sizes.iter().max(), shards > 1) {

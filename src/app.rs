@@ -3,6 +3,7 @@
 
 use crate::cli::{AuditArgs, Cli, Command, PlanArgs, RotateArgs, Selection};
 use crate::config::{Config, ConfigError, ManagedToken};
+use crate::engine::self_rotation::{rotate_self as rotate_self_engine, Refused, SelfTarget};
 use crate::engine::{audit, Engine, Mode, Options, Progress};
 use crate::gitlab::{Client, ClientOptions, GitlabError};
 use crate::report::{self, RunReport, Summary, TokenReport};
@@ -186,6 +187,10 @@ async fn plan(cli: &Cli, args: &PlanArgs, env: &Env) -> Result<u8, Stop> {
 }
 
 async fn rotate(cli: &Cli, args: &RotateArgs, env: &Env) -> Result<u8, Stop> {
+    if let Some(var) = &args.myself.var {
+        let mode = if args.dry_run { Mode::Plan } else { Mode::Rotate };
+        return rotate_self(cli, args, var, mode, env).await;
+    }
     if args.force && args.selection.only.is_empty() && !args.all {
         return Err(Stop::usage(
             "--force needs --only ID (repeatable) or --all, so an emergency rotation is always deliberate",
@@ -194,6 +199,63 @@ async fn rotate(cli: &Cli, args: &RotateArgs, env: &Env) -> Result<u8, Stop> {
     let mode = if args.dry_run { Mode::Plan } else { Mode::Rotate };
     let end = engine_run(cli, env, &args.common.concurrency, &args.selection, mode, args.force).await?;
     Ok(if end.failed { EXIT_FAILED } else { EXIT_OK })
+}
+
+/// `rotate --self VAR`: the token in `$VAR` renews itself; no config file is read.
+async fn rotate_self(cli: &Cli, args: &RotateArgs, var: &str, mode: Mode, env: &Env) -> Result<u8, Stop> {
+    let project = args.myself.project.clone().or_else(|| env.get("CI_PROJECT_ID").map(str::to_owned)).ok_or_else(
+        || Stop::usage(format!("--self {var}: which project holds the CI/CD variable {var}? Pass --project, or run in GitLab CI (CI_PROJECT_ID)")),
+    )?;
+    let secret = env.get(var).map(Secret::new).ok_or_else(|| {
+        Stop::usage(format!(
+            "--self {var}: the environment variable {var} is unset or empty. In GitLab CI, define the CI/CD variable {var} (masked, hidden) holding the token to keep alive."
+        ))
+    })?;
+    let url = gitlab_url(cli, env, None)?;
+    let client = client(&url, secret, args.common.concurrency, env, None)?;
+    let mut options = Options::new(mode, today());
+    options.force = args.force;
+    options.write_budget = write_budget(env);
+    let target = SelfTarget {
+        var: var.to_owned(),
+        project,
+        environment_scope: args.myself.environment_scope.clone(),
+        rotate_before_days: args.myself.rotate_before_days,
+        expires_in_days: args.myself.expires_in_days,
+        retry_refs: args.myself.retry_ref.clone(),
+    };
+    let started_at = Utc::now();
+    let report = rotate_self_engine(&client, &target, &options)
+        .await
+        .map_err(|Refused(message)| Stop { code: EXIT_UNREACHABLE, message })?;
+    let line = report::progress_line(1, 1, &report);
+    if env.get("GITLAB_CI") == Some("true") {
+        let ts = started_at.timestamp();
+        println!(
+            "\x1b[0Ksection_start:{ts}:patrol_self[collapsed=true]\r\x1b[0K{line}\n{}\n\x1b[0Ksection_end:{ts}:patrol_self\r\x1b[0K",
+            report::describe(&report)
+        );
+    } else {
+        println!("{line}");
+    }
+    let reports = vec![report];
+    println!("{}", report::totals_line(&Summary::of(&reports)));
+    let run = RunReport {
+        schema_version: 1,
+        command: if mode == Mode::Plan { "plan".into() } else { "rotate".into() },
+        started_at,
+        finished_at: Utc::now(),
+        gitlab_url: url,
+        summary: Summary::of(&reports),
+        tokens: reports,
+    };
+    write_reports(&run, &args.selection)?;
+    Ok(if run.summary.failed > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+/// How long to keep trying to store a new secret: `PATROL_WRITE_SECONDS`, default 300.
+fn write_budget(env: &Env) -> Duration {
+    Duration::from_secs(env.get("PATROL_WRITE_SECONDS").and_then(|s| s.parse().ok()).unwrap_or(300))
 }
 
 struct RunEnd {
@@ -221,6 +283,7 @@ async fn engine_run(
     preflight(&client).await?;
     let mut options = Options::new(mode, today());
     options.force = force;
+    options.write_budget = write_budget(env);
     // Tokens waiting on a shared lookup hold no request slot: let more tokens be in flight than
     // requests, so the --concurrency request slots stay busy.
     options.concurrency = usize::from(*concurrency) * 4;
@@ -295,16 +358,9 @@ async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
     let secret = credential(env, config.as_ref())?;
     let client = client(&url, secret, args.common.concurrency, env, config.as_ref())?;
     preflight(&client).await?;
-    let report = audit::audit(
-        &client,
-        config.as_ref(),
-        args.group.as_deref(),
-        today(),
-        args.within_days,
-        usize::from(args.common.concurrency),
-    )
-    .await
-    .map_err(|e| Stop { code: EXIT_FAILED, message: format!("audit failed: {e}") })?;
+    let report = audit::audit(&client, config.as_ref(), args.group.as_deref(), today(), args.within_days)
+        .await
+        .map_err(|e| Stop { code: EXIT_FAILED, message: format!("audit failed: {e}") })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {

@@ -5,9 +5,10 @@ use crate::config::{Config, Owner, TokenKind};
 use crate::gitlab::model::ApiToken;
 use crate::gitlab::{Client, GitlabError, TokenHome};
 use chrono::{Duration, NaiveDate};
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A token's kind and the username or path that owns it.
 type Ownership = (TokenKind, String);
@@ -50,28 +51,12 @@ pub async fn audit(
     group: Option<&str>,
     today: NaiveDate,
     days: u32,
-    concurrency: usize,
 ) -> Result<AuditReport, GitlabError> {
     let filters = window(today, days);
     let mut found: Vec<(TokenKind, String, ApiToken)> = Vec::new();
     match group {
         None => {
-            let tokens = client.all_personal_tokens(&filters).await?;
-            let mut owners: HashMap<u64, Ownership> = HashMap::new();
-            let users: Vec<u64> = {
-                let mut ids: Vec<u64> = tokens.iter().filter_map(|t| t.user_id).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids
-            };
-            let resolved: Vec<(u64, Result<Ownership, GitlabError>)> = futures::stream::iter(users)
-                .map(|id| async move { (id, owner_of(client, id).await) })
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await;
-            for (id, owner) in resolved {
-                owners.insert(id, owner?);
-            }
+            let (tokens, owners) = personal_tokens_and_owners(client, &filters).await?;
             for t in tokens {
                 let (kind, owner) =
                     t.user_id.and_then(|u| owners.get(&u).cloned()).unwrap_or((TokenKind::Personal, "?".into()));
@@ -101,10 +86,11 @@ pub async fn audit(
             }
         }
     }
+    let index = ManagedIndex::new(config);
     let mut tokens: Vec<AuditEntry> = found
         .into_iter()
         .map(|(kind, owner, t)| AuditEntry {
-            managed: config.and_then(|c| managed_id(c, kind, &owner, &t.name)),
+            managed: index.get(kind, &owner, &t.name),
             token_id: t.id,
             days_left: t.expires_at.map(|d| (d - today).num_days()),
             name: t.name,
@@ -118,6 +104,44 @@ pub async fn audit(
         .collect();
     tokens.sort_by_key(|e| (e.expires_at.unwrap_or(NaiveDate::MAX), e.token_id));
     Ok(AuditReport { schema_version: 1, within_days: days, tokens })
+}
+
+/// Lists personal tokens and looks up each new owner as soon as its first page arrives, so the
+/// owner lookups share the request slots with the remaining pages instead of waiting for the last
+/// one. The client's own limit bounds how many requests are in flight.
+async fn personal_tokens_and_owners(
+    client: &Client,
+    filters: &[(&str, String)],
+) -> Result<(Vec<ApiToken>, HashMap<u64, Ownership>), GitlabError> {
+    let (pages_tx, mut pages) = tokio::sync::mpsc::unbounded_channel::<Vec<ApiToken>>();
+    let listing = client.each_personal_token_page(filters, move |page| pages_tx.send(page).is_ok());
+    let resolving = async move {
+        let mut tokens = Vec::new();
+        let mut seen = HashSet::new();
+        let mut owners = HashMap::new();
+        let mut lookups = FuturesUnordered::new();
+        let mut listing_open = true;
+        while listing_open || !lookups.is_empty() {
+            tokio::select! {
+                page = pages.recv(), if listing_open => match page {
+                    Some(page) => {
+                        for id in page.iter().filter_map(|t| t.user_id).filter(|id| seen.insert(*id)) {
+                            lookups.push(async move { (id, owner_of(client, id).await) });
+                        }
+                        tokens.extend(page);
+                    }
+                    None => listing_open = false,
+                },
+                Some((id, owner)) = lookups.next(), if !lookups.is_empty() => {
+                    owners.insert(id, owner?);
+                }
+            }
+        }
+        Ok::<_, GitlabError>((tokens, owners))
+    };
+    let (listed, resolved) = tokio::join!(listing, resolving);
+    listed?;
+    resolved
 }
 
 /// A token's kind and owner from its user: bot users of project and group tokens are named
@@ -137,18 +161,30 @@ async fn owner_of(client: &Client, user_id: u64) -> Result<Ownership, GitlabErro
     Ok((kind, user.username))
 }
 
-fn managed_id(config: &Config, kind: TokenKind, owner: &str, name: &str) -> Option<String> {
-    config
-        .tokens
-        .iter()
-        .find(|t| {
-            let same_owner = match &t.owner {
-                Owner::User(u) | Owner::ServiceAccount { user: u, .. } => u.eq_ignore_ascii_case(owner),
-                Owner::Project(p) | Owner::Group(p) => p.eq_ignore_ascii_case(owner),
+/// Which managed token each (kind, owner, name) is, built once: the audit of a large fleet looks up
+/// every token it lists, so a scan of the config per token would cost N × M comparisons.
+struct ManagedIndex<'c>(HashMap<(TokenKind, String, &'c str), &'c str>);
+
+impl<'c> ManagedIndex<'c> {
+    fn new(config: Option<&'c Config>) -> Self {
+        let mut map = HashMap::new();
+        for t in config.map(|c| c.tokens.as_slice()).unwrap_or_default() {
+            let owner = match &t.owner {
+                Owner::User(u) | Owner::ServiceAccount { user: u, .. } => u,
+                Owner::Project(p) | Owner::Group(p) => p,
             };
-            (t.kind == kind || (t.kind == TokenKind::Personal && kind == TokenKind::ServiceAccount))
-                && same_owner
-                && t.name == name
-        })
-        .map(|t| t.id.clone())
+            map.entry((t.kind, owner.to_ascii_lowercase(), t.name.as_str())).or_insert(t.id.as_str());
+        }
+        Self(map)
+    }
+
+    /// A service account's token may be configured as `personal` (it is a user's token).
+    fn get(&self, kind: TokenKind, owner: &str, name: &str) -> Option<String> {
+        let owner = owner.to_ascii_lowercase();
+        let mut kinds = vec![kind];
+        if kind == TokenKind::ServiceAccount {
+            kinds.push(TokenKind::Personal);
+        }
+        kinds.into_iter().find_map(|k| self.0.get(&(k, owner.clone(), name)).map(|id| (*id).to_owned()))
+    }
 }

@@ -41,6 +41,38 @@ impl TokenHome {
     }
 }
 
+/// What a self-rotating token belongs to, which picks its `self/rotate` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelfResource {
+    /// A personal or service-account token.
+    User,
+    /// A project access token, by project id (its bot user is `project_<id>_bot_…`, §2).
+    Project(u64),
+    /// A group access token, by group id.
+    Group(u64),
+}
+
+impl SelfResource {
+    /// From the username of the token's user (§2 "Bot user").
+    pub fn of_username(username: &str) -> SelfResource {
+        let id = |prefix: &str| username.strip_prefix(prefix)?.split_once("_bot")?.0.parse::<u64>().ok();
+        match (id("project_"), id("group_")) {
+            (Some(p), _) => SelfResource::Project(p),
+            (_, Some(g)) => SelfResource::Group(g),
+            _ => SelfResource::User,
+        }
+    }
+
+    /// The token kind as the report names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SelfResource::User => "personal",
+            SelfResource::Project(_) => "project",
+            SelfResource::Group(_) => "group",
+        }
+    }
+}
+
 fn holder_path(holder: &Holder) -> String {
     match holder {
         Holder::Project(p) => format!("/projects/{}/variables", encode(p)),
@@ -109,8 +141,13 @@ impl Client {
     }
 
     /// Every personal access token the credential can see (all of them for an admin).
-    pub async fn all_personal_tokens(&self, filters: &[(&str, String)]) -> Result<Vec<ApiToken>, GitlabError> {
-        self.all("/personal_access_tokens", filters).await
+    /// `GET /personal_access_tokens` with `filters`, every page handed to `sink` as it arrives.
+    pub async fn each_personal_token_page(
+        &self,
+        filters: &[(&str, String)],
+        sink: impl FnMut(Vec<ApiToken>) -> bool,
+    ) -> Result<(), GitlabError> {
+        self.each_page("/personal_access_tokens", filters, sink).await
     }
 
     /// Rotates a token (§1.4, §2, §1.8). Sent once: never retried, whatever happens.
@@ -121,6 +158,28 @@ impl Client {
         };
         let body = json!({ "expires_at": expires_at.to_string() });
         self.json(None, Method::POST, &path, &[], Some(&body)).await
+    }
+
+    /// Rotates the credential itself (§1.4 `self/rotate`, §2 `token_id=self`): a personal or
+    /// service-account token through `/personal_access_tokens/self/rotate`, a project or group
+    /// token through its resource. Sent once: never retried, whatever happens.
+    pub async fn rotate_self(
+        &self,
+        resource: &SelfResource,
+        expires_at: NaiveDate,
+    ) -> Result<IssuedToken, GitlabError> {
+        let path = match resource {
+            SelfResource::User => "/personal_access_tokens/self/rotate".to_owned(),
+            SelfResource::Project(id) => format!("/projects/{id}/access_tokens/self/rotate"),
+            SelfResource::Group(id) => format!("/groups/{id}/access_tokens/self/rotate"),
+        };
+        let body = json!({ "expires_at": expires_at.to_string() });
+        self.json(None, Method::POST, &path, &[], Some(&body)).await
+    }
+
+    /// Revokes the credential itself (§1.6 `DELETE /personal_access_tokens/self`).
+    pub async fn revoke_self(&self) -> Result<(), GitlabError> {
+        self.request(None, Method::DELETE, "/personal_access_tokens/self", &[], None).await.map(|_| ())
     }
 
     /// Creates a token (§1.7, §1.8, §2). Sent once: never retried.

@@ -7,7 +7,7 @@
 //! what to do after a lost answer from GitLab's state.
 
 mod endpoints;
-pub use endpoints::TokenHome;
+pub use endpoints::{SelfResource, TokenHome};
 pub mod model;
 
 use crate::secret::Secret;
@@ -170,6 +170,17 @@ impl Client {
         Ok(Client { http, base: base.trim_end_matches('/').to_owned(), credential, permits, pace, options })
     }
 
+    /// The same client (connection pool, request slots, rate-limit pacing) acting as another
+    /// token: after a self-rotation the old credential is revoked and the new one carries on.
+    pub fn with_credential(&self, credential: Secret) -> Client {
+        Client { credential, ..self.clone() }
+    }
+
+    /// The token this client acts as.
+    pub fn credential(&self) -> &Secret {
+        &self.credential
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -320,6 +331,24 @@ impl Client {
     /// pages are fetched at once (within the concurrency limit); past 10,000 records GitLab leaves
     /// the totals out, and the pages are followed one by one by `X-Next-Page`.
     async fn all<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<T>, GitlabError> {
+        let mut items = Vec::new();
+        self.each_page(path, query, |page| {
+            items.extend(page);
+            true
+        })
+        .await?;
+        Ok(items)
+    }
+
+    /// Every page of a listing, handed to `sink` as it arrives (in page order), so that a caller can
+    /// start work on the first records while later pages are still on their way. `sink` returns
+    /// false to stop early.
+    pub(crate) async fn each_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        mut sink: impl FnMut(Vec<T>) -> bool,
+    ) -> Result<(), GitlabError> {
         let page = |n: u64| {
             let mut q = query.to_vec();
             q.push(("per_page", "100".into()));
@@ -333,36 +362,36 @@ impl Client {
                 Ok::<_, GitlabError>((items, header("x-total-pages"), header("x-next-page")))
             }
         };
-        let (mut items, total_pages, mut next) = page(1).await?;
-        if items.len() < 100 {
-            return Ok(items);
+        let (first, total_pages, mut next) = page(1).await?;
+        let full = first.len() >= 100;
+        if !sink(first) || !full {
+            return Ok(());
         }
         if let Some(total) = total_pages.filter(|t| *t > 1) {
-            let rest: Vec<Result<_, GitlabError>> =
-                futures::stream::iter(2..=total).map(page).buffered(self.options.concurrency.max(1)).collect().await;
-            for result in rest {
-                items.extend(result?.0);
+            let mut rest = futures::stream::iter(2..=total).map(page).buffered(self.options.concurrency.max(1));
+            while let Some(result) = rest.next().await {
+                if !sink(result?.0) {
+                    return Ok(());
+                }
             }
-            return Ok(items);
+            return Ok(());
         }
         // No totals: fetch the next `concurrency` pages at once, in order, until a short page.
         let batch = self.options.concurrency.max(1) as u64;
         let mut current = 1;
         while next.is_some_and(|n| n > current) {
-            let pages: Vec<Result<_, GitlabError>> =
-                futures::stream::iter(current + 1..=current + batch).map(page).buffered(batch as usize).collect().await;
-            for result in pages {
+            let mut pages = futures::stream::iter(current + 1..=current + batch).map(page).buffered(batch as usize);
+            while let Some(result) = pages.next().await {
                 let (more, _, after) = result?;
                 let full = more.len() == 100;
-                items.extend(more);
                 current += 1;
                 next = after;
-                if !full || next.is_none() {
-                    return Ok(items);
+                if !sink(more) || !full || next.is_none() {
+                    return Ok(());
                 }
             }
         }
-        Ok(items)
+        Ok(())
     }
 }
 

@@ -246,6 +246,8 @@ pub struct World {
     /// Every secret ever issued, in order, so tests can scan output for leaks.
     pub issued_secrets: Vec<String>,
     by_secret: HashMap<String, Id>,
+    /// Pipelines with a `pending_outcome`, so settling costs what is pending, not every pipeline.
+    unsettled: Vec<Id>,
     next_id: Id,
 }
 
@@ -285,6 +287,7 @@ impl World {
             reuse_detections: Vec::new(),
             issued_secrets: Vec::new(),
             by_secret: HashMap::new(),
+            unsettled: Vec::new(),
             next_id: 1,
         }
     }
@@ -593,9 +596,19 @@ impl World {
 
     /// Shows the outcome of pipelines that were started or retried: GitLab answers the retry
     /// with `pending`, and the next read sees where the pipeline ended.
+    /// Gives the pipeline the outcome its jobs will have; it shows once the request that started
+    /// it has been answered (`settle_pipelines`).
+    pub fn set_pending_outcome(&mut self, id: Id, outcome: &str) {
+        if let Some(p) = self.pipelines.get_mut(&id) {
+            p.pending_outcome = Some(outcome.into());
+            self.unsettled.push(id);
+        }
+    }
+
     pub fn settle_pipelines(&mut self) {
         let now = self.clock.now();
-        for p in self.pipelines.values_mut() {
+        for id in std::mem::take(&mut self.unsettled) {
+            let Some(p) = self.pipelines.get_mut(&id) else { continue };
             if let Some(outcome) = p.pending_outcome.take() {
                 p.status = outcome;
                 p.updated_at = now;

@@ -135,11 +135,11 @@ pub fn retry(ctx: &mut Ctx, project: &str, id: Id) -> ApiResult {
     let p = ctx.world.pipelines.get_mut(&id).ok_or_else(|| Reply::not_found("Pipeline"))?;
     if p.status == "failed" || p.status == "canceled" {
         p.status = "pending".into();
-        p.pending_outcome = Some(outcome.into());
         p.retries += 1;
         p.updated_at = now;
         p.started_at = Some(now);
         p.finished_at = None;
+        ctx.world.set_pending_outcome(id, outcome);
     }
     let p = pipeline(ctx, project, id)?;
     Ok(Reply::json(201, full_json(ctx.world, p)))
@@ -158,7 +158,7 @@ pub fn create(ctx: &mut Ctx, project: &str) -> ApiResult {
     };
     let iid = world.pipelines.values().filter(|p| p.project == project).map(|p| p.iid).max().unwrap_or(0) + 1;
     let (id, now, sha) = (world.next_id(), world.clock.now(), world.new_sha());
-    let mut p = Pipeline {
+    let p = Pipeline {
         id,
         iid,
         project,
@@ -176,8 +176,9 @@ pub fn create(ctx: &mut Ctx, project: &str) -> ApiResult {
         pending_outcome: None,
         retries: 0,
     };
-    p.pending_outcome = Some(world.run_pipeline(&p).into());
+    let outcome = world.run_pipeline(&p);
     let body = full_json(world, &p);
     world.pipelines.insert(id, p);
+    world.set_pending_outcome(id, outcome);
     Ok(Reply::json(201, body))
 }
