@@ -164,6 +164,34 @@ pub struct RotateArgs {
     /// Only say what would be done, like `plan`.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub myself: SelfArgs,
+}
+
+/// Self-rotation: a token renews itself from the CI job that uses it; no config file.
+#[derive(Debug, Clone, Args)]
+pub struct SelfArgs {
+    /// Self-rotation: the credential is the token in the environment variable VAR; patrol rotates
+    /// it with its own self-rotate endpoint and writes the new value back to the CI/CD variable
+    /// VAR of the project. No config file is read.
+    #[arg(long = "self", value_name = "VAR", conflicts_with_all = ["only", "all", "shard"])]
+    pub var: Option<String>,
+    /// With --self: the project whose CI/CD variable VAR holds the token (id or path) [default: $CI_PROJECT_ID]
+    #[arg(long, value_name = "ID_OR_PATH", requires = "var")]
+    pub project: Option<String>,
+    /// With --self: the environment scope of the CI/CD variable.
+    #[arg(long, value_name = "SCOPE", default_value = "*", requires = "var")]
+    pub environment_scope: String,
+    /// With --self: rotate when fewer than this many days are left.
+    #[arg(long, value_name = "DAYS", default_value_t = 14, requires = "var")]
+    pub rotate_before_days: i64,
+    /// With --self: the new token expires this many days from today (GitLab allows at most 365).
+    #[arg(long, value_name = "DAYS", default_value_t = 365, value_parser = clap::value_parser!(i64).range(1..=400), requires = "var")]
+    pub expires_in_days: i64,
+    /// With --self: after a rotation, retry the latest pipeline on REF of the project if it failed;
+    /// repeatable.
+    #[arg(long, value_name = "REF", requires = "var")]
+    pub retry_ref: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -10,57 +10,8 @@ use crate::simulator::{Seed, Simulator, DEMO_ADMIN_SECRET};
 use std::path::Path;
 use std::time::Duration;
 
-/// The config a security team would write for the demo instance.
-pub const DEMO_CONFIG: &str = r#"
-[defaults]
-rotate_before_days = 14
-
-[[token]]
-id = "inventory"
-kind = "service_account"
-name = "GitLab Security Service - Architecture - Inventory"
-group = "security"
-user = "svc-inventory"
-rotate_before_days = 30
-
-[[token.variable]]
-project = "security/inventory-builder"
-key = "INVENTORY_API_TOKEN"
-
-[[token.pipeline]]
-project = "security/inventory-builder"
-ref = "main"
-wait_minutes = 1
-
-[[token]]
-id = "scanner"
-kind = "project"
-name = "scanner-ci"
-project = "security/scanner"
-
-[[token.variable]]
-project = "security/scanner"
-key = "SCANNER_TOKEN"
-
-[[token.pipeline]]
-project = "security/scanner"
-ref = "main"
-
-[[token]]
-id = "reports"
-kind = "group"
-name = "security-reports"
-group = "security"
-
-[[token.variable]]
-group = "security"
-key = "SECURITY_GROUP_TOKEN"
-
-[[token.pipeline]]
-project = "security/reports"
-ref = "main"
-wait_minutes = 1
-"#;
+/// The config the demo runs with, shared with the CI component check.
+pub const DEMO_CONFIG: &str = include_str!("../ci-templates/example.toml");
 
 pub async fn run() -> Result<u8, Stop> {
     let fail =

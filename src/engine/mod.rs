@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod decide;
+pub mod self_rotation;
 
 use crate::config::{ManagedToken, Owner, PipelineAction as Action, Strategy, VariableTarget};
 use crate::gitlab::model::{ApiToken, ApiUser, ApiVariable, IssuedToken};
@@ -217,18 +218,7 @@ impl Engine {
             before: None,
             after: None,
             variables: Vec::new(),
-            pipelines: t
-                .pipelines
-                .iter()
-                .map(|p| PipelineReport {
-                    project: p.project.clone(),
-                    reference: p.reference.clone(),
-                    action: PipelineAction::Skipped,
-                    pipeline_id: None,
-                    status: None,
-                    error: None,
-                })
-                .collect(),
+            pipelines: t.pipelines.iter().map(|p| PipelineReport::skipped(&p.project, &p.reference)).collect(),
             error: None,
         };
         if let Err(Failure(message)) = self.work(t, &mut report).await {
@@ -777,14 +767,7 @@ impl Engine {
     /// Retries the latest pipeline on the ref if it failed, or starts one; polls it with backoff
     /// while `wait_minutes` allows.
     async fn pipeline(&self, project: String, reference: String, action: Action, wait_minutes: u64) -> PipelineReport {
-        let mut out = PipelineReport {
-            project: project.clone(),
-            reference: reference.clone(),
-            action: PipelineAction::Skipped,
-            pipeline_id: None,
-            status: None,
-            error: None,
-        };
+        let mut out = PipelineReport::skipped(&project, &reference);
         let started = match action {
             Action::Retry => match self.client.latest_pipeline(&project, &reference).await {
                 Ok(Some(latest)) if latest.status == "failed" || latest.status == "canceled" => {

@@ -78,6 +78,20 @@ pub struct PipelineReport {
     pub error: Option<String>,
 }
 
+impl PipelineReport {
+    /// A pipeline nothing has been done to (yet).
+    pub fn skipped(project: &str, reference: &str) -> PipelineReport {
+        PipelineReport {
+            project: project.to_owned(),
+            reference: reference.to_owned(),
+            action: PipelineAction::Skipped,
+            pipeline_id: None,
+            status: None,
+            error: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenReport {
     pub id: String,

@@ -4,3 +4,4 @@ mod efficiency;
 mod engine;
 mod helpers;
 mod recovery;
+mod self_rotation;

@@ -1,0 +1,276 @@
+//! `patrol rotate --self VAR`: a token renews itself from the job that uses it, with no second
+//! credential to recover with. Each test runs the real binary with the token in `$VAR`.
+
+use crate::engine::tail;
+use crate::helpers::*;
+use patrol::simulator::seed::{SeedMember, SeedProject, SeedToken, SeedUser};
+use patrol::simulator::{Fault, FaultAction, Seed};
+
+/// The project token `app-ci` of `sec/app`, due in 3 days, lives in the project's hidden variable
+/// `APP_TOKEN`, which the failing pipeline on main reads. Alice's personal token `alice-ci`, due
+/// too, lives in the readable `ALICE_TOKEN` of the same project, where she is a Maintainer.
+const APP_SECRET: &str = "glpat-SelfRotationProject0";
+const ALICE_SECRET: &str = "glpat-SelfRotationPersonal";
+
+fn seed(app_days: i64) -> Seed {
+    Seed {
+        users: vec![
+            SeedUser { username: "root".into(), admin: true, ..Default::default() },
+            SeedUser { username: "alice".into(), ..Default::default() },
+        ],
+        groups: vec!["sec".into()],
+        projects: vec![SeedProject { path: "sec/app".into(), ci_uses: vec!["APP_TOKEN".into()] }],
+        members: vec![SeedMember {
+            user: "alice".into(),
+            project: Some("sec/app".into()),
+            access_level: 40,
+            ..Default::default()
+        }],
+        tokens: vec![
+            SeedToken { user: Some("root".into()), secret: Some(ADMIN.into()), ..token("admin", 300) },
+            SeedToken { project: Some("sec/app".into()), secret: Some(APP_SECRET.into()), ..token("app-ci", app_days) },
+            SeedToken { user: Some("alice".into()), secret: Some(ALICE_SECRET.into()), ..token("alice-ci", 3) },
+        ],
+        variables: vec![
+            variable(Some("sec/app"), None, "APP_TOKEN", "app-ci", true),
+            variable(Some("sec/app"), None, "ALICE_TOKEN", "alice-ci", false),
+        ],
+        pipelines: vec![failed_pipeline("sec/app")],
+        ..Default::default()
+    }
+}
+
+async fn universe(app_days: i64) -> Universe {
+    Universe::new(seed(app_days), "# --self reads no config\n").await
+}
+
+/// `patrol rotate --self APP_TOKEN` as a job of `sec/app` would run it.
+async fn self_rotate(u: &Universe, secret: &str, extra: &[&str]) -> Run {
+    let project_id = u.sim.with_world(|w| w.project_by_path("sec/app").map(|p| p.id.to_string())).unwrap_or_default();
+    let mut args = vec!["rotate", "--self", "APP_TOKEN", "--retry-ref", "main"];
+    args.extend_from_slice(extra);
+    u.patrol_with(&args, &[("APP_TOKEN", secret), ("CI_PROJECT_ID", &project_id)]).await
+}
+
+fn error_of(run: &Run) -> String {
+    run.report["tokens"][0]["error"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_due_project_token_renews_itself_stores_the_new_secret_and_retries_the_pipeline() {
+    let u = universe(3).await;
+    let old = u.active("app-ci");
+    let run = self_rotate(&u, APP_SECRET, &[]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    let t = &run.report["tokens"][0];
+    assert_eq!(
+        (t["id"].as_str(), t["kind"].as_str(), t["name"].as_str()),
+        (Some("APP_TOKEN"), Some("project"), Some("app-ci"))
+    );
+    assert_eq!(t["outcome"], "rotated");
+    assert_eq!(t["variables"][0]["outcome"], "written");
+    assert_eq!(t["pipelines"][0]["action"], "retried");
+    let now = u.active("app-ci");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, old, "the old token is revoked");
+    assert_eq!(t["after"]["token_id"], now[0]);
+    assert_eq!(u.variable_holds("APP_TOKEN", "*"), Some(now[0]));
+    let v = u.variable("APP_TOKEN", "*").unwrap_or_else(|| panic!("variable gone"));
+    assert!(v.masked && v.hidden, "settings kept");
+    let rotated_through: Vec<String> =
+        u.sim.requests().iter().filter(|r| r.path.ends_with("/rotate")).map(|r| r.path.clone()).collect();
+    assert_eq!(rotated_through.len(), 1);
+    assert!(rotated_through[0].contains("/access_tokens/self/rotate"), "{rotated_through:?}");
+
+    // The next scheduled run starts with the new secret in $APP_TOKEN and changes nothing.
+    let new_secret = u.sim.with_world(|w| w.variables.iter().find(|v| v.key == "APP_TOKEN").map(|v| v.value.clone()));
+    let since = u.sim.requests().len();
+    let again = self_rotate(&u, &new_secret.unwrap_or_default(), &[]).await;
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, tail(&again.stderr));
+    assert_eq!(again.report["tokens"][0]["outcome"], "unchanged");
+    assert!(u.writes_since(since).is_empty(), "{:?}", u.writes_since(since));
+}
+
+#[tokio::test]
+async fn a_personal_token_renews_itself_through_the_personal_endpoint() {
+    let u = universe(100).await;
+    let run = u
+        .patrol_with(
+            &["rotate", "--self", "ALICE_TOKEN", "--project", "sec/app", "--expires-in-days", "90"],
+            &[("ALICE_TOKEN", ALICE_SECRET)],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    let t = &run.report["tokens"][0];
+    assert_eq!((t["kind"].as_str(), t["outcome"].as_str()), (Some("personal"), Some("rotated")));
+    let now = u.active("alice-ci");
+    assert_eq!(u.variable_holds("ALICE_TOKEN", "*"), Some(now[0]));
+    let expected = (chrono::Utc::now().date_naive() + chrono::Duration::days(90)).to_string();
+    assert_eq!(t["after"]["expires_at"].as_str(), Some(expected.as_str()));
+    assert!(u.sim.requests().iter().any(|r| r.path == "/api/v4/personal_access_tokens/self/rotate"));
+}
+
+#[tokio::test]
+async fn a_token_not_due_is_left_alone_and_dry_run_changes_nothing() {
+    let u = universe(100).await;
+    let run = self_rotate(&u, APP_SECRET, &[]).await;
+    assert_eq!(run.code, 0, "{}", tail(&run.stderr));
+    assert_eq!(run.report["tokens"][0]["outcome"], "unchanged");
+    let reason = run.report["tokens"][0]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("in 100 days"), "{reason}");
+
+    let due = universe(3).await;
+    let dry = self_rotate(&due, APP_SECRET, &["--dry-run"]).await;
+    assert_eq!(dry.code, 0);
+    assert_eq!(dry.report["tokens"][0]["outcome"], "due");
+    assert_eq!(dry.report["tokens"][0]["variables"][0]["outcome"], "would-write");
+    assert!(due.writes_since(0).is_empty(), "{:?}", due.writes_since(0));
+}
+
+#[tokio::test]
+async fn force_renews_a_token_that_is_not_due() {
+    let u = universe(100).await;
+    let run = self_rotate(&u, APP_SECRET, &["--force"]).await;
+    assert_eq!(run.code, 0, "{}", tail(&run.stderr));
+    assert_eq!(run.report["tokens"][0]["reason"], "forced (--force)");
+    assert_eq!(u.variable_holds("APP_TOKEN", "*"), u.active("app-ci").first().copied());
+}
+
+#[tokio::test]
+async fn a_variable_that_cannot_be_written_means_nothing_is_rotated() {
+    let u = universe(3).await;
+    let old = u.active("app-ci");
+    u.sim.inject(Fault::new(
+        Some("PUT"),
+        "/api/v4/projects/*/variables/APP_TOKEN",
+        FaultAction::Status { status: 403 },
+    ));
+    let run = self_rotate(&u, APP_SECRET, &[]).await;
+    assert_eq!(run.code, 1);
+    let error = error_of(&run);
+    assert!(error.contains("was not rotated and nothing changed") && error.contains("Maintainer"), "{error}");
+    assert_eq!(u.active("app-ci"), old);
+    assert!(!u.sim.requests().iter().any(|r| r.path.ends_with("/rotate")));
+}
+
+#[tokio::test]
+async fn a_missing_variable_means_nothing_is_rotated() {
+    let u = universe(3).await;
+    let old = u.active("app-ci");
+    let run = self_rotate(&u, APP_SECRET, &["--environment-scope", "production"]).await;
+    assert_eq!(run.code, 1);
+    let error = error_of(&run);
+    assert!(error.contains("does not exist") && error.contains("--environment-scope"), "{error}");
+    assert_eq!(u.active("app-ci"), old);
+    assert!(u.writes_since(0).is_empty());
+}
+
+#[tokio::test]
+async fn a_rotate_refused_before_committing_is_sent_again_only_after_gitlab_shows_the_old_token_alive() {
+    let u = universe(3).await;
+    u.sim.inject(
+        Fault::new(Some("POST"), "/api/v4/projects/*/access_tokens/self/rotate", FaultAction::Status { status: 502 })
+            .times(1),
+    );
+    let run = self_rotate(&u, APP_SECRET, &[]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert!(u.sim.reuse_detections().is_empty());
+    let now = u.active("app-ci");
+    assert_eq!(now.len(), 1);
+    assert_eq!(u.variable_holds("APP_TOKEN", "*"), Some(now[0]));
+    // Between the failed and the second rotate, GitLab was asked about the old token.
+    let paths: Vec<String> = u.sim.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    let first = paths.iter().position(|p| p.ends_with("/self/rotate")).unwrap_or(0);
+    let second = paths.iter().rposition(|p| p.ends_with("/self/rotate")).unwrap_or(0);
+    assert!(second > first, "{paths:?}");
+    assert!(paths[first..second].iter().any(|p| p == "GET /api/v4/personal_access_tokens/self"), "{paths:?}");
+}
+
+#[tokio::test]
+async fn a_lost_rotate_answer_is_never_replayed_and_says_what_a_person_must_do() {
+    let u = universe(3).await;
+    u.sim.inject(
+        Fault::new(Some("POST"), "/api/v4/projects/*/access_tokens/self/rotate", FaultAction::DropAfterCommit).times(1),
+    );
+    let run = self_rotate(&u, APP_SECRET, &[]).await;
+    assert_eq!(run.code, 1);
+    let error = error_of(&run);
+    assert!(error.contains("was lost") && error.contains("A person must create a token named \"app-ci\""), "{error}");
+    assert!(error.contains("the CI/CD variable APP_TOKEN of project 2 (environment scope *)"), "{error}");
+    assert!(u.sim.reuse_detections().is_empty(), "never a replay");
+    let rotates = u.sim.requests().iter().filter(|r| r.path.ends_with("/rotate")).count();
+    assert_eq!(rotates, 1);
+}
+
+#[tokio::test]
+async fn writes_failing_for_a_while_after_rotating_are_retried_patiently() {
+    let u = universe(3).await;
+    u.sim.inject(
+        Fault::new(Some("PUT"), "/api/v4/projects/*/variables/APP_TOKEN", FaultAction::Status { status: 503 })
+            .skip(1)
+            .times(3),
+    );
+    let run = self_rotate(&u, APP_SECRET, &[]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert_eq!(u.variable_holds("APP_TOKEN", "*"), u.active("app-ci").first().copied());
+    assert_eq!(u.sim.requests().iter().filter(|r| r.fault.is_some()).count(), 3);
+}
+
+#[tokio::test]
+async fn writes_failing_for_good_after_rotating_revoke_the_orphan_and_say_what_a_person_must_do() {
+    let u = universe(3).await;
+    u.sim.inject(
+        Fault::new(Some("PUT"), "/api/v4/projects/*/variables/APP_TOKEN", FaultAction::Status { status: 503 }).skip(1),
+    );
+    let run = u
+        .patrol_with(
+            &["rotate", "--self", "APP_TOKEN", "--project", "sec/app"],
+            &[("APP_TOKEN", APP_SECRET), ("PATROL_WRITE_SECONDS", "2")],
+        )
+        .await;
+    assert_eq!(run.code, 1);
+    let error = error_of(&run);
+    assert!(error.contains("could not be stored") && error.contains("A person must create"), "{error}");
+    assert!(error.contains("patrol revoked token"), "{error}");
+    assert!(u.active("app-ci").is_empty(), "no orphaned active token with a lost secret");
+    assert_eq!(run.report["tokens"][0]["variables"][0]["outcome"], "failed");
+}
+
+#[tokio::test]
+async fn a_dead_token_cannot_renew_itself_and_the_message_says_so() {
+    let u = universe(-1).await;
+    let run = self_rotate(&u, APP_SECRET, &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("A dead token cannot renew itself") && run.stderr.contains("APP_TOKEN"),
+        "{}",
+        run.stderr
+    );
+    assert!(u.writes_since(0).is_empty());
+}
+
+#[tokio::test]
+async fn a_token_without_the_api_scope_is_refused_before_anything_changes() {
+    let mut s = seed(3);
+    s.tokens[1].scopes = vec!["self_rotate".into()];
+    let u = Universe::new(s, "").await;
+    let run = self_rotate(&u, APP_SECRET, &[]).await;
+    assert_eq!(run.code, 1);
+    let error = error_of(&run);
+    assert!(error.contains("`api` scope") && error.contains("Nothing was changed"), "{error}");
+    assert!(u.writes_since(0).is_empty());
+}
+
+#[tokio::test]
+async fn self_rotation_needs_its_project_and_its_variable() {
+    let u = universe(3).await;
+    let no_project = u.patrol_with(&["rotate", "--self", "APP_TOKEN"], &[("APP_TOKEN", APP_SECRET)]).await;
+    assert_eq!(no_project.code, 2);
+    assert!(no_project.stderr.contains("--project"), "{}", no_project.stderr);
+    let no_value = u.patrol_with(&["rotate", "--self", "APP_TOKEN", "--project", "sec/app"], &[]).await;
+    assert_eq!(no_value.code, 2);
+    assert!(no_value.stderr.contains("APP_TOKEN is unset or empty"), "{}", no_value.stderr);
+    let with_only =
+        u.patrol_with(&["rotate", "--self", "APP_TOKEN", "--only", "x"], &[("APP_TOKEN", APP_SECRET)]).await;
+    assert_eq!(with_only.code, 2, "{}", with_only.stderr);
+}
