@@ -4,7 +4,9 @@
 #   1. which jobs each pipeline source gets (schedule → rotate, web → the manual emergency job,
 #      merge request changing the config → plan, push → none);
 #   2. the scheduled rotate job, run with the shell executor against `patrol simulator`, end to end:
-#      the job must pass, and the variable it manages must then hold a new, active token.
+#      the job must pass, and the variable it manages must then hold a new, active token;
+#   3. this project's own `component-check` job (.gitlab-ci.yml), which includes the component
+#      from the same commit and runs it in dry-run mode against `patrol simulator`.
 # Needs: target/debug/patrol (built by `cargo test`), node/npm, rsync, git, curl.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -93,3 +95,17 @@ token="$(marker)"
 for _ in $(seq 1 50); do [ "$(pipeline_status)" = success ] && break; sleep 0.1; done
 [ "$(pipeline_status)" = success ] || { echo "component: the dependent pipeline is $(pipeline_status)" >&2; exit 1; }
 echo "component: the scheduled rotate job passed; INVENTORY_API_TOKEN holds active token $token and its pipeline passed"
+
+# This project's pipeline: its component-check job, from a clone with this tree's CI files.
+self="$work/self"
+git clone -q "$repo" "$self"
+cp "$repo/.gitlab-ci.yml" "$self/"
+cp "$repo/ci-templates/"* "$self/ci-templates/"
+git -C "$self" remote set-url origin https://gitlab.example.com/security/patrol.git
+(cd "$self" && "$gcl" --force-shell-executor component-check) > "$work/self.log" 2>&1 || {
+  echo "component: this project's component-check job failed:" >&2
+  tail -40 "$work/self.log" >&2
+  exit 1
+}
+grep -q "PASS  component-check" "$work/self.log" || { echo "component: component-check did not pass" >&2; exit 1; }
+echo "component: this project's component-check job passed (dry run against patrol simulator)"

@@ -288,7 +288,7 @@ async fn engine_run(
     // requests, so the --concurrency request slots stay busy.
     options.concurrency = usize::from(*concurrency) * 4;
     let started_at = Utc::now();
-    let reports = execute(&Engine::new(client, options), &tokens, env.get("GITLAB_CI") == Some("true")).await;
+    let reports = execute(&Engine::new(client.clone(), options), &tokens, env.get("GITLAB_CI") == Some("true")).await;
     let command = if mode == Mode::Plan { "plan" } else { "rotate" };
     let run = RunReport {
         schema_version: 1,
@@ -300,6 +300,19 @@ async fn engine_run(
         tokens: reports,
     };
     write_reports(&run, selection)?;
+    if let (Some(section), Mode::Rotate) = (&config.notify, mode) {
+        let this_run = match env.get("CI_JOB_URL") {
+            Some(url) => format!("job {url}"),
+            None => format!("the run of {}", started_at.format("%Y-%m-%d %H:%M UTC")),
+        };
+        let notified = crate::engine::notify::notify(&client, section, &run.tokens, &this_run).await;
+        for line in notified.lines {
+            println!("{line}");
+        }
+        for warning in notified.warnings {
+            eprintln!("patrol: warning: {warning}");
+        }
+    }
     Ok(RunEnd { failed: run.summary.failed > 0, due: run.summary.due > 0 })
 }
 

@@ -137,10 +137,20 @@ pub struct GitlabSection {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `[notify]`: where patrol keeps a tracking issue for each token that fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifySection {
+    /// The project (path or id) the issues are opened in.
+    pub project: String,
+    /// Labels on every tracking issue; patrol finds its open issues by them.
+    pub labels: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
     pub gitlab: GitlabSection,
+    pub notify: Option<NotifySection>,
     pub defaults: Policy,
     pub tokens: Vec<ManagedToken>,
 }
@@ -169,6 +179,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     gitlab: Option<RawGitlab>,
+    notify: Option<RawNotify>,
     defaults: Option<RawPolicy>,
     #[serde(default)]
     token: Vec<Spanned<RawToken>>,
@@ -180,6 +191,13 @@ struct RawGitlab {
     url: Option<String>,
     token_env: Option<String>,
     ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    project: String,
+    labels: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -268,7 +286,8 @@ impl Config {
     /// in memory at once: a 10,000-token file parsed whole peaks at ~75 MB (BENCHMARKS.md).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let mut c = Checker { file: path.display().to_string(), text, base: 0, problems: Vec::new() };
-        let mut raw = RawConfig { gitlab: None, defaults: None, token: Vec::new() };
+        let mut raw = RawConfig { gitlab: None, notify: None, defaults: None, token: Vec::new() };
+        let mut notify_at = 0;
         let mut defaults_at = 0;
         let mut token_at = Vec::new();
         for (offset, block) in blocks(text) {
@@ -291,6 +310,13 @@ impl Config {
                 }
                 raw.gitlab = part.gitlab;
             }
+            if part.notify.is_some() {
+                if raw.notify.is_some() {
+                    c.add(0, Some("notify"), "[notify] is defined twice");
+                }
+                raw.notify = part.notify;
+                notify_at = offset;
+            }
             if part.defaults.is_some() {
                 if raw.defaults.is_some() {
                     c.add(0, Some("defaults"), "[defaults] is defined twice");
@@ -312,6 +338,22 @@ impl Config {
                 ca_file: g.ca_file,
             },
         );
+        c.base = notify_at;
+        let notify = raw
+            .notify
+            .map(|n| NotifySection { project: n.project, labels: n.labels.unwrap_or_else(|| vec!["patrol".into()]) });
+        if let Some(n) = &notify {
+            if n.project.trim().is_empty() {
+                c.add(0, Some("project"), "[notify] project must name the project for tracking issues");
+            }
+            if n.labels.is_empty() || n.labels.iter().any(|l| l.trim().is_empty() || l.contains(',')) {
+                c.add(
+                    0,
+                    Some("labels"),
+                    "[notify] labels must be non-empty label names (without commas): patrol finds its issues by them",
+                );
+            }
+        }
         c.base = defaults_at;
         let defaults = policy(&mut c, &raw.defaults.unwrap_or_default(), Policy::default(), "defaults");
         let mut ids = HashSet::new();
@@ -377,7 +419,7 @@ impl Config {
             }
         }
         if c.problems.is_empty() {
-            Ok(Config { path: path.to_owned(), gitlab, defaults, tokens })
+            Ok(Config { path: path.to_owned(), gitlab, notify, defaults, tokens })
         } else {
             Err(ConfigError::Invalid { problems: c.problems })
         }

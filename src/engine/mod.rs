@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod decide;
+pub mod notify;
 pub mod self_rotation;
 
 use crate::config::{ManagedToken, Owner, PipelineAction as Action, Strategy, VariableTarget};

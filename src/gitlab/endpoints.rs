@@ -1,6 +1,6 @@
 //! One small function per GitLab endpoint patrol uses (gitlab-api.md sections cited).
 
-use super::model::{ApiNamed, ApiPipeline, ApiToken, ApiUser, ApiVariable, IssuedToken};
+use super::model::{ApiIssue, ApiNamed, ApiPipeline, ApiToken, ApiUser, ApiVariable, IssuedToken};
 use super::{encode, Client, GitlabError};
 use crate::config::Holder;
 use crate::secret::Secret;
@@ -255,6 +255,38 @@ impl Client {
     pub async fn retry_pipeline(&self, project: &str, id: u64) -> Result<ApiPipeline, GitlabError> {
         let path = format!("/projects/{}/pipelines/{id}/retry", encode(project));
         self.json(None, Method::POST, &path, &[], None).await
+    }
+
+    /// The open issues of a project carrying every one of `labels` (§11).
+    pub async fn open_issues(&self, project: &str, labels: &[String]) -> Result<Vec<ApiIssue>, GitlabError> {
+        let path = format!("/projects/{}/issues", encode(project));
+        self.all(&path, &[("state", "opened".into()), ("labels", labels.join(","))]).await
+    }
+
+    /// `POST /projects/:id/issues` → 201 (§11). Not retried: a lost answer is found by title on
+    /// the next run, so at worst one duplicate issue.
+    pub async fn create_issue(
+        &self,
+        project: &str,
+        title: &str,
+        description: &str,
+        labels: &[String],
+    ) -> Result<ApiIssue, GitlabError> {
+        let path = format!("/projects/{}/issues", encode(project));
+        let body = json!({ "title": title, "description": description, "labels": labels.join(",") });
+        self.json(None, Method::POST, &path, &[], Some(&body)).await
+    }
+
+    /// `POST /projects/:id/issues/:iid/notes` → 201 (§11).
+    pub async fn comment_issue(&self, project: &str, iid: u64, body: &str) -> Result<(), GitlabError> {
+        let path = format!("/projects/{}/issues/{iid}/notes", encode(project));
+        self.request(None, Method::POST, &path, &[], Some(&json!({ "body": body }))).await.map(|_| ())
+    }
+
+    /// `PUT /projects/:id/issues/:iid` with `state_event=close` → 200 (§11).
+    pub async fn close_issue(&self, project: &str, iid: u64) -> Result<(), GitlabError> {
+        let path = format!("/projects/{}/issues/{iid}", encode(project));
+        self.request(None, Method::PUT, &path, &[], Some(&json!({ "state_event": "close" }))).await.map(|_| ())
     }
 
     /// `POST /projects/:id/pipeline` → 201 (§4).

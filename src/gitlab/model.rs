@@ -126,3 +126,11 @@ mod tests {
         assert!(!format!("{issued:?}").contains("s3cr3t"));
     }
 }
+
+/// An issue (§11): what the tracking-issue step needs of it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiIssue {
+    pub iid: u64,
+    pub title: String,
+    pub web_url: Option<String>,
+}

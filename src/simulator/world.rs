@@ -164,6 +164,23 @@ impl std::fmt::Debug for Variable {
     }
 }
 
+/// A project issue (§11) with its comments, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Issue {
+    pub id: Id,
+    pub iid: Id,
+    pub project: Id,
+    pub title: String,
+    pub description: String,
+    pub labels: Vec<String>,
+    /// `opened` or `closed`.
+    pub state: String,
+    pub notes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Pipeline {
     pub id: Id,
@@ -241,6 +258,7 @@ pub struct World {
     pub tokens: BTreeMap<Id, Token>,
     pub variables: Vec<Variable>,
     pub pipelines: BTreeMap<Id, Pipeline>,
+    pub issues: Vec<Issue>,
     pub requests: Vec<RequestRecord>,
     pub reuse_detections: Vec<ReuseDetection>,
     /// Every secret ever issued, in order, so tests can scan output for leaks.
@@ -264,6 +282,7 @@ impl std::fmt::Debug for World {
             .field("tokens", &self.tokens)
             .field("variables", &self.variables)
             .field("pipelines", &self.pipelines)
+            .field("issues", &self.issues)
             .field("requests", &self.requests.len())
             .field("reuse_detections", &self.reuse_detections)
             .field("issued_secrets", &self.issued_secrets.len())
@@ -283,6 +302,7 @@ impl World {
             tokens: BTreeMap::new(),
             variables: Vec::new(),
             pipelines: BTreeMap::new(),
+            issues: Vec::new(),
             requests: Vec::new(),
             reuse_detections: Vec::new(),
             issued_secrets: Vec::new(),

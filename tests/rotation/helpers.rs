@@ -82,10 +82,18 @@ impl Universe {
     /// any other is searched for directly.
     pub fn assert_no_leak(&self, run: &Run) {
         let report = run.report.to_string();
+        // Tracking issues are written by patrol too.
+        let issues: String = self.sim.with_world(|w| {
+            w.issues.iter().map(|i| format!("{}\n{}\n{}\n", i.title, i.description, i.notes.join("\n"))).collect()
+        });
         let secrets: std::collections::HashSet<String> = self.sim.issued_secrets().into_iter().collect();
-        for (what, text) in
-            [("stdout", &run.stdout), ("stderr", &run.stderr), ("report", &report), ("junit", &run.junit)]
-        {
+        for (what, text) in [
+            ("stdout", &run.stdout),
+            ("stderr", &run.stderr),
+            ("report", &report),
+            ("junit", &run.junit),
+            ("issues", &issues),
+        ] {
             for (at, _) in text.match_indices("glpat-") {
                 let candidate = text.get(at..at + 26).unwrap_or("");
                 assert!(!secrets.contains(candidate), "a secret leaked into {what}");

@@ -3,5 +3,6 @@
 mod efficiency;
 mod engine;
 mod helpers;
+mod notify;
 mod recovery;
 mod self_rotation;

@@ -1,6 +1,7 @@
 //! GitLab's REST endpoints as the simulator serves them: routing, authentication (§5.1, §5.5),
 //! scope checks, and the handlers in the submodules.
 
+mod issues;
 mod misc;
 mod pipelines;
 mod tokens;
@@ -70,6 +71,10 @@ pub enum Route {
     GroupGet(String),
     GroupProjects(String),
     GroupDescendants(String),
+    IssueList(String),
+    IssueCreate(String),
+    IssueNote(String, Id),
+    IssueUpdate(String, Id),
 }
 
 /// The scopes a route accepts (§1.9, §5.5).
@@ -174,6 +179,10 @@ pub fn route(method: &str, segments: &[String]) -> Option<(Route, Need)> {
         ("GET", ["projects", p, "pipelines", id]) => (PipelineGet(p.to_string(), id.parse().ok()?), Read),
         ("POST", ["projects", p, "pipelines", id, "retry"]) => (PipelineRetry(p.to_string(), id.parse().ok()?), Write),
         ("POST", ["projects", p, "pipeline"]) => (PipelineCreate(p.to_string()), Write),
+        ("GET", ["projects", p, "issues"]) => (IssueList(p.to_string()), Read),
+        ("POST", ["projects", p, "issues"]) => (IssueCreate(p.to_string()), Write),
+        ("POST", ["projects", p, "issues", iid, "notes"]) => (IssueNote(p.to_string(), iid.parse().ok()?), Write),
+        ("PUT", ["projects", p, "issues", iid]) => (IssueUpdate(p.to_string(), iid.parse().ok()?), Write),
         _ => return None,
     };
     Some(r)
@@ -291,6 +300,10 @@ pub fn serve(world: &mut World, origin: &str, req: &Req) -> (Reply, Option<Id>) 
         Route::GroupGet(g) => misc::group_get(&mut ctx, &g),
         Route::GroupProjects(g) => misc::group_projects(&mut ctx, &g),
         Route::GroupDescendants(g) => misc::group_descendants(&mut ctx, &g),
+        Route::IssueList(p) => issues::list(&mut ctx, &p),
+        Route::IssueCreate(p) => issues::create(&mut ctx, &p),
+        Route::IssueNote(p, iid) => issues::comment(&mut ctx, &p, iid),
+        Route::IssueUpdate(p, iid) => issues::update(&mut ctx, &p, iid),
     };
     (result.unwrap_or_else(|e| e), token_id)
 }

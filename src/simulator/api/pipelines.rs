@@ -73,7 +73,7 @@ fn full_json(world: &World, p: &Pipeline) -> Value {
     v
 }
 
-fn project_at(ctx: &Ctx, project: &str, needed: u8) -> Result<Id, Reply> {
+pub(super) fn project_at(ctx: &Ctx, project: &str, needed: u8) -> Result<Id, Reply> {
     let id = ctx.project(project)?;
     if ctx.level(Source::Project(id)) < needed {
         return Err(Reply::forbidden());
