@@ -55,6 +55,13 @@ impl Env {
 }
 
 pub async fn run(cli: Cli, env: &Env) -> u8 {
+    let talks_to_gitlab = matches!(cli.command, Command::Plan(_) | Command::Rotate(_) | Command::Audit(_));
+    if talks_to_gitlab && debug_trace(env) && !cli.allow_debug_trace {
+        eprintln!(
+            "patrol: refusing to run with CI_DEBUG_TRACE enabled: GitLab then writes every command and variable of the job to its log, and it masks only the variables it knew when the job started, so a secret patrol handles could be shown. Turn CI_DEBUG_TRACE off for this job, or pass --allow-debug-trace if the log is private and will be deleted. Nothing was contacted."
+        );
+        return EXIT_USAGE;
+    }
     let result = match &cli.command {
         Command::Plan(args) => plan(&cli, args, env).await,
         Command::Rotate(args) => rotate(&cli, args, env).await,
@@ -70,6 +77,11 @@ pub async fn run(cli: Cli, env: &Env) -> u8 {
             stop.code
         }
     }
+}
+
+/// GitLab's debug logging of a job: `CI_DEBUG_TRACE=true`.
+fn debug_trace(env: &Env) -> bool {
+    env.get("CI_DEBUG_TRACE").is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 fn validate(path: &Path) -> Result<u8, Stop> {

@@ -27,6 +27,10 @@ pub struct Cli {
     /// Only warnings and errors in the log.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Run even though GitLab's CI_DEBUG_TRACE is on (it writes every command and variable of
+    /// the job to its log, where a secret patrol handles could end up).
+    #[arg(long, global = true)]
+    pub allow_debug_trace: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -372,3 +372,20 @@ async fn shards_split_the_tokens_between_parallel_jobs() {
     assert_eq!(seen, vec!["group", "personal", "project", "service"], "every token in exactly one shard");
     assert_eq!(u.patrol(&["plan", "--shard", "4/3"]).await.code, 2);
 }
+
+#[tokio::test]
+async fn ci_debug_trace_stops_patrol_before_it_contacts_gitlab_unless_allowed() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    let refused = u.patrol_with(&["rotate"], &[("CI_DEBUG_TRACE", "true")]).await;
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused.stderr.contains("CI_DEBUG_TRACE") && refused.stderr.contains("--allow-debug-trace"),
+        "{}",
+        refused.stderr
+    );
+    assert!(u.sim.requests().is_empty(), "nothing was contacted");
+    let allowed = u.patrol_with(&["--allow-debug-trace", "plan"], &[("CI_DEBUG_TRACE", "true")]).await;
+    assert_eq!(allowed.code, 0, "{}", tail(&allowed.stderr));
+    let offline = u.patrol_with(&["validate"], &[("CI_DEBUG_TRACE", "true")]).await;
+    assert_eq!(offline.code, 0, "validate contacts nothing, so it runs");
+}

@@ -87,6 +87,8 @@ impl Universe {
             w.issues.iter().map(|i| format!("{}\n{}\n{}\n", i.title, i.description, i.notes.join("\n"))).collect()
         });
         let secrets: std::collections::HashSet<String> = self.sim.issued_secrets().into_iter().collect();
+        let encoded: std::collections::HashSet<String> =
+            secrets.iter().flat_map(|s| base64_cores(s)).map(|core| core[..16].to_owned()).collect();
         for (what, text) in [
             ("stdout", &run.stdout),
             ("stderr", &run.stderr),
@@ -100,6 +102,15 @@ impl Universe {
             }
             for secret in secrets.iter().filter(|s| !(s.starts_with("glpat-") && s.len() == 26)) {
                 assert!(!text.contains(secret.as_str()), "a secret leaked into {what}");
+            }
+            // Base64 of a secret, wherever it sits in an encoded blob (each of the 3 alignments),
+            // found through the first 16 characters of each form, a set lookup per position.
+            // GitLab's secrets are URL-safe, so their URL-encoded form is the secret itself.
+            let bytes = text.as_bytes();
+            for at in 0..bytes.len().saturating_sub(15) {
+                if let Ok(window) = std::str::from_utf8(&bytes[at..at + 16]) {
+                    assert!(!encoded.contains(window), "a secret leaked into {what}, base64-encoded");
+                }
             }
         }
     }
@@ -283,3 +294,32 @@ ref = "main"
 action = "create"
 wait_minutes = 1
 "#;
+
+/// The part of `base64(prefix + secret + suffix)` that depends only on the secret, for each of
+/// the three ways the secret can align with base64's 3-byte groups.
+fn base64_cores(secret: &str) -> Vec<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..3)
+        .filter_map(|pad| {
+            let bytes: Vec<u8> = std::iter::repeat_n(0u8, pad).chain(secret.bytes()).collect();
+            // Whole groups only, then drop the group that mixes in the pad.
+            let groups: Vec<&[u8]> = bytes.chunks_exact(3).skip(usize::from(pad > 0)).collect();
+            let core: String = groups
+                .iter()
+                .flat_map(|g| {
+                    let n = (u32::from(g[0]) << 16) | (u32::from(g[1]) << 8) | u32::from(g[2]);
+                    (0..4).rev().map(move |i| ALPHABET[((n >> (6 * i)) & 63) as usize] as char)
+                })
+                .collect();
+            (core.len() >= 16).then_some(core)
+        })
+        .collect()
+}
+
+#[test]
+fn base64_cores_find_a_secret_inside_an_encoded_blob() {
+    // base64("user:glpat-abcdefghijklmnopqrst!") computed independently (python3 -c 'import base64;...').
+    let blob = "dXNlcjpnbHBhdC1hYmNkZWZnaGlqa2xtbm9wcXJzdCE=";
+    assert!(base64_cores("glpat-abcdefghijklmnopqrst").iter().any(|c| blob.contains(c.as_str())));
+    assert!(!base64_cores("glpat-abcdefghijKlmnopqrst").iter().any(|c| blob.contains(c.as_str())));
+}
