@@ -240,27 +240,10 @@ async fn rotate_self(cli: &Cli, args: &RotateArgs, var: &str, mode: Mode, env: &
     let report = rotate_self_engine(&client, &target, &options)
         .await
         .map_err(|Refused(message)| Stop { code: EXIT_UNREACHABLE, message })?;
-    let line = report::progress_line(1, 1, &report);
-    if env.get("GITLAB_CI") == Some("true") {
-        let ts = started_at.timestamp();
-        println!(
-            "\x1b[0Ksection_start:{ts}:patrol_self[collapsed=true]\r\x1b[0K{line}\n{}\n\x1b[0Ksection_end:{ts}:patrol_self\r\x1b[0K",
-            report::describe(&report)
-        );
-    } else {
-        println!("{line}");
-    }
-    let reports = vec![report];
-    println!("{}", report::totals_line(&Summary::of(&reports)));
-    let run = RunReport {
-        schema_version: 1,
-        command: if mode == Mode::Plan { "plan".into() } else { "rotate".into() },
-        started_at,
-        finished_at: Utc::now(),
-        gitlab_url: url,
-        summary: Summary::of(&reports),
-        tokens: reports,
-    };
+    print_progress(1, 1, &report, env.get("GITLAB_CI") == Some("true"));
+    let command = if mode == Mode::Plan { "plan" } else { "rotate" };
+    let run = RunReport::new(command, started_at, url, vec![report]);
+    println!("{}", report::totals_line(&run.summary));
     write_reports(&run, &args.selection)?;
     Ok(if run.summary.failed > 0 { EXIT_FAILED } else { EXIT_OK })
 }
@@ -302,15 +285,7 @@ async fn engine_run(
     let started_at = Utc::now();
     let reports = execute(&Engine::new(client.clone(), options), &tokens, env.get("GITLAB_CI") == Some("true")).await;
     let command = if mode == Mode::Plan { "plan" } else { "rotate" };
-    let run = RunReport {
-        schema_version: 1,
-        command: command.into(),
-        started_at,
-        finished_at: Utc::now(),
-        gitlab_url: url,
-        summary: Summary::of(&reports),
-        tokens: reports,
-    };
+    let run = RunReport::new(command, started_at, url, reports);
     write_reports(&run, selection)?;
     if let (Some(section), Mode::Rotate) = (&config.notify, mode) {
         let this_run = match env.get("CI_JOB_URL") {
@@ -333,30 +308,31 @@ async fn engine_run(
 pub async fn execute(engine: &Engine, tokens: &[ManagedToken], gitlab_ci: bool) -> Vec<TokenReport> {
     let total = tokens.len();
     let reports = engine
-        .run(tokens, |event| {
-            let mut out = std::io::stdout().lock();
-            let _ = match event {
-                Progress::Token(done, report) => {
-                    let line = report::progress_line(done, total, report);
-                    if gitlab_ci {
-                        let ts = Utc::now().timestamp();
-                        let details = report::describe(report);
-                        writeln!(
-                            out,
-                            "\x1b[0Ksection_start:{ts}:patrol_token_{done}[collapsed=true]\r\x1b[0K{line}\n{details}\n\x1b[0Ksection_end:{ts}:patrol_token_{done}\r\x1b[0K"
-                        )
-                    } else {
-                        writeln!(out, "{line}")
-                    }
-                }
-                Progress::PipelineFailed(report) => {
-                    writeln!(out, "{}: failed — {}", report.id, report.error.as_deref().unwrap_or("a pipeline failed"))
-                }
-            };
+        .run(tokens, |event| match event {
+            Progress::Token(done, report) => print_progress(done, total, report, gitlab_ci),
+            Progress::PipelineFailed(report) => {
+                println!("{}: failed — {}", report.id, report.error.as_deref().unwrap_or("a pipeline failed"))
+            }
         })
         .await;
     println!("{}", report::totals_line(&Summary::of(&reports)));
     reports
+}
+
+/// One token's progress line; in GitLab CI its details follow in a collapsed log section.
+fn print_progress(done: usize, total: usize, report: &TokenReport, gitlab_ci: bool) {
+    let line = report::progress_line(done, total, report);
+    let mut out = std::io::stdout().lock();
+    let _ = if gitlab_ci {
+        let ts = Utc::now().timestamp();
+        let details = report::describe(report);
+        writeln!(
+            out,
+            "\x1b[0Ksection_start:{ts}:patrol_token_{done}[collapsed=true]\r\x1b[0K{line}\n{details}\n\x1b[0Ksection_end:{ts}:patrol_token_{done}\r\x1b[0K"
+        )
+    } else {
+        writeln!(out, "{line}")
+    };
 }
 
 fn write_reports(run: &RunReport, selection: &Selection) -> Result<(), Stop> {

@@ -16,7 +16,7 @@ pub mod notify;
 pub mod self_rotation;
 
 use crate::config::{ManagedToken, Owner, PipelineAction as Action, Strategy, VariableTarget};
-use crate::gitlab::model::{ApiToken, ApiUser, ApiVariable, IssuedToken};
+use crate::gitlab::model::{ApiPipeline, ApiToken, ApiUser, ApiVariable, IssuedToken};
 use crate::gitlab::{Client, GitlabError, TokenHome};
 use crate::report::{
     After, Before, Outcome, PipelineAction, PipelineReport, TokenReport, VariableOutcome, VariableReport,
@@ -635,9 +635,8 @@ impl Engine {
     async fn write(&self, s: &mut VariableState, issued: &IssuedToken) -> Result<(), GitlabError> {
         let v = &s.target;
         let id = issued.token.id;
-        let started = tokio::time::Instant::now();
+        let mut pause = WritePause::new(self.options.write_budget);
         let mut exists = s.existing.is_some();
-        let mut wait = Duration::from_millis(200);
         loop {
             let result = if exists {
                 let description = with_marker(s.existing.as_ref().and_then(|e| e.description.as_deref()), id);
@@ -675,15 +674,11 @@ impl Engine {
                 Err(e) if !exists && e.status() == Some(400) && e.message().contains("has already been taken") => {
                     exists = true
                 }
-                Err(e)
-                    if (e.is_transient() || e.outcome_unknown())
-                        && started.elapsed() + wait < self.options.write_budget =>
-                {
-                    tracing::warn!(variable = %label(v), error = %e, "storing the new secret failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
+                Err(e) => {
+                    if !pause.before_retry(&e, &label(v)).await {
+                        return Err(e);
+                    }
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -770,18 +765,9 @@ impl Engine {
     async fn pipeline(&self, project: String, reference: String, action: Action, wait_minutes: u64) -> PipelineReport {
         let mut out = PipelineReport::skipped(&project, &reference);
         let started = match action {
-            Action::Retry => match self.client.latest_pipeline(&project, &reference).await {
-                Ok(Some(latest)) if latest.status == "failed" || latest.status == "canceled" => {
-                    self.client.retry_pipeline(&project, latest.id).await.map(|x| Some((PipelineAction::Retried, x)))
-                }
-                Ok(Some(latest)) => {
-                    out.pipeline_id = Some(latest.id);
-                    out.status = Some(latest.status);
-                    Ok(None)
-                }
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            },
+            Action::Retry => {
+                retry_latest_failed(&self.client, &mut out).await.map(|x| x.map(|p| (PipelineAction::Retried, p)))
+            }
             Action::Create => {
                 self.client.create_pipeline(&project, &reference).await.map(|x| Some((PipelineAction::Created, x)))
             }
@@ -821,6 +807,46 @@ impl Engine {
             out.error = Some(format!("still {} after {wait_minutes} minutes", last.status));
         }
         out
+    }
+}
+
+/// Backoff between attempts to store a new secret: 200 ms doubling to 30 s, within a budget.
+struct WritePause {
+    started: tokio::time::Instant,
+    wait: Duration,
+    budget: Duration,
+}
+
+impl WritePause {
+    fn new(budget: Duration) -> WritePause {
+        WritePause { started: tokio::time::Instant::now(), wait: Duration::from_millis(200), budget }
+    }
+
+    /// Waits and returns true when `e` is worth another attempt and the budget allows one.
+    async fn before_retry(&mut self, e: &GitlabError, variable: &str) -> bool {
+        if !(e.is_transient() || e.outcome_unknown()) || self.started.elapsed() + self.wait >= self.budget {
+            return false;
+        }
+        tracing::warn!(%variable, error = %e, "storing the new secret failed; retrying");
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Duration::from_secs(30));
+        true
+    }
+}
+
+/// Retries the latest pipeline on `out`'s ref if it failed or was canceled and returns it;
+/// otherwise records the latest one as it is.
+async fn retry_latest_failed(client: &Client, out: &mut PipelineReport) -> Result<Option<ApiPipeline>, GitlabError> {
+    match client.latest_pipeline(&out.project, &out.reference).await? {
+        Some(latest) if latest.status == "failed" || latest.status == "canceled" => {
+            client.retry_pipeline(&out.project, latest.id).await.map(Some)
+        }
+        Some(latest) => {
+            out.pipeline_id = Some(latest.id);
+            out.status = Some(latest.status);
+            Ok(None)
+        }
+        None => Ok(None),
     }
 }
 

@@ -15,14 +15,13 @@
 //! 5. verify (the new secret authenticates as the new token; a readable variable holds it), then
 //!    retry the latest failed pipeline of each `--retry-ref`.
 
-use super::{limit_from, marker, with_marker, Options};
+use super::{limit_from, marker, retry_latest_failed, with_marker, Options, WritePause};
 use crate::config::{Holder, VariableTarget};
 use crate::gitlab::model::{ApiToken, ApiVariable, IssuedToken};
 use crate::gitlab::{Client, GitlabError, SelfResource};
 use crate::report::{
     After, Before, Outcome, PipelineAction, PipelineReport, TokenReport, VariableOutcome, VariableReport,
 };
-use crate::secret::Secret;
 use chrono::Duration as Days;
 use serde_json::json;
 use std::time::Duration;
@@ -49,8 +48,7 @@ pub struct Refused(pub String);
 /// Runs the self-rotation. `Err` means GitLab could not be asked (exit 3); every other outcome,
 /// failures included, is in the report.
 pub async fn rotate_self(client: &Client, target: &SelfTarget, options: &Options) -> Result<TokenReport, Refused> {
-    let credential = client.credential().clone();
-    let me = match client.token_self(&credential).await {
+    let me = match client.token_self(client.credential()).await {
         Ok(t) => t,
         Err(e) if matches!(e.status(), Some(401 | 403)) => {
             return Err(Refused(format!(
@@ -86,7 +84,7 @@ pub async fn rotate_self(client: &Client, target: &SelfTarget, options: &Options
         pipelines: target.retry_refs.iter().map(|r| PipelineReport::skipped(&target.project, r)).collect(),
         error: None,
     };
-    if let Err(message) = work(client, &credential, &me, target, options, &mut report).await {
+    if let Err(message) = work(client, &me, target, options, &mut report).await {
         tracing::warn!(error = %message, "self-rotation failed");
         report.outcome = Outcome::Failed;
         if report.reason.is_empty() {
@@ -99,7 +97,6 @@ pub async fn rotate_self(client: &Client, target: &SelfTarget, options: &Options
 
 async fn work(
     client: &Client,
-    credential: &Secret,
     me: &ApiToken,
     target: &SelfTarget,
     options: &Options,
@@ -140,7 +137,7 @@ async fn work(
         ));
     };
     if let Some(value) = &existing.value {
-        if !credential.same_as(value.expose()) {
+        if !client.credential().same_as(value.expose()) {
             return Err(format!(
                 "the CI/CD variable {label} holds a different token than this job received in ${}: it was changed after the job started (by a person or another run). Nothing was changed; run the job again so it reads the current value.",
                 target.var
@@ -182,8 +179,7 @@ async fn work(
         })?;
     }
 
-    let issued =
-        obtain(client, credential, me, &resource, target, today + Days::days(target.expires_in_days), report).await?;
+    let issued = obtain(client, me, &resource, target, today + Days::days(target.expires_in_days), report).await?;
     report.after = Some(After { token_id: issued.token.id, expires_at: issued.token.expires_at });
     tracing::info!(new_token = issued.token.id, expires_at = ?issued.token.expires_at, "new secret issued");
 
@@ -245,7 +241,6 @@ async fn work(
 /// Rotates once; on a lost answer, asks GitLab (as the old token) whether the rotation happened.
 async fn obtain(
     client: &Client,
-    credential: &Secret,
     me: &ApiToken,
     resource: &SelfResource,
     target: &SelfTarget,
@@ -274,7 +269,7 @@ async fn obtain(
         if let GitlabError::Status { retry_after: Some(wait), .. } = &error {
             tokio::time::sleep(*wait).await;
         }
-        match still_valid(client, credential).await {
+        match still_valid(client).await {
             Some(true) => continue, // GitLab did not rotate it: sending again is safe.
             Some(false) => {
                 return Err(format!(
@@ -296,12 +291,12 @@ async fn obtain(
     Err(format!("rotating token {} did not succeed after 4 attempts; nothing was changed, run again later", me.id))
 }
 
-/// Whether the old secret still authenticates (`Some(false)` once GitLab has revoked it);
-/// `None` when GitLab does not answer. Asked a few times over the retry budget.
-async fn still_valid(client: &Client, credential: &Secret) -> Option<bool> {
+/// Whether the client's (old) secret still authenticates (`Some(false)` once GitLab has revoked
+/// it); `None` when GitLab does not answer. Asked a few times.
+async fn still_valid(client: &Client) -> Option<bool> {
     let mut wait = Duration::from_millis(500);
     for _ in 0..5 {
-        match client.token_self(credential).await {
+        match client.token_self(client.credential()).await {
             Ok(t) => return Some(t.active && !t.revoked),
             Err(e) if e.status() == Some(401) => return Some(false),
             Err(_) => {
@@ -321,44 +316,32 @@ async fn store(
     issued: &IssuedToken,
     budget: Duration,
 ) -> Result<(), GitlabError> {
-    let started = tokio::time::Instant::now();
-    let mut wait = Duration::from_millis(200);
+    let mut pause = WritePause::new(budget);
     let description = with_marker(existing.description.as_deref(), issued.token.id);
     loop {
         let body = json!({ "value": issued.secret.expose(), "description": description });
         match fresh.update_variable(&v.holder, &v.key, &v.environment_scope, &body).await {
             Ok(()) => return Ok(()),
-            Err(e) if (e.is_transient() || e.outcome_unknown()) && started.elapsed() + wait < budget => {
-                tracing::warn!(variable = %v.key, error = %e, "storing the new secret failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
+            Err(e) => {
+                if !pause.before_retry(&e, &v.key).await {
+                    return Err(e);
+                }
             }
-            Err(e) => return Err(e),
         }
     }
 }
 
 async fn retry_latest(client: &Client, out: &mut PipelineReport) {
-    match client.latest_pipeline(&out.project, &out.reference).await {
-        Ok(Some(latest)) if latest.status == "failed" || latest.status == "canceled" => {
-            match client.retry_pipeline(&out.project, latest.id).await {
-                Ok(p) => {
-                    out.action = PipelineAction::Retried;
-                    out.pipeline_id = Some(p.id);
-                    out.status = Some(p.status);
-                }
-                Err(e) => {
-                    out.error =
-                        Some(format!("the pipeline on {} {} could not be retried: {e}", out.project, out.reference))
-                }
-            }
-        }
-        Ok(Some(latest)) => {
-            out.pipeline_id = Some(latest.id);
-            out.status = Some(latest.status);
+    match retry_latest_failed(client, out).await {
+        Ok(Some(p)) => {
+            out.action = PipelineAction::Retried;
+            out.pipeline_id = Some(p.id);
+            out.status = Some(p.status);
         }
         Ok(None) => {}
-        Err(e) => out.error = Some(format!("cannot read the pipelines on {} {}: {e}", out.project, out.reference)),
+        Err(e) => {
+            out.error = Some(format!("the pipeline on {} {} could not be retried: {e}", out.project, out.reference))
+        }
     }
 }
 

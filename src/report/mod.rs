@@ -149,6 +149,19 @@ fn seconds<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Er
 }
 
 impl RunReport {
+    /// The report of a run that started at `started_at` and ends now.
+    pub fn new(command: &str, started_at: DateTime<Utc>, gitlab_url: String, tokens: Vec<TokenReport>) -> RunReport {
+        RunReport {
+            schema_version: 1,
+            command: command.into(),
+            started_at,
+            finished_at: Utc::now(),
+            gitlab_url,
+            summary: Summary::of(&tokens),
+            tokens,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
