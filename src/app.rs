@@ -132,8 +132,9 @@ fn credential(env: &Env, config: Option<&Config>) -> Result<Secret, Stop> {
 
 pub fn client(url: &str, secret: Secret, concurrency: u16, env: &Env, config: Option<&Config>) -> Result<Client, Stop> {
     let mut options = ClientOptions { concurrency: usize::from(concurrency), ..ClientOptions::default() };
-    if let Some(secs) = env.get("PATROL_TIMEOUT").and_then(|s| s.parse::<u64>().ok()) {
-        options.timeout = Duration::from_secs(secs.max(1));
+    // Seconds, fractions allowed; at least 0.1.
+    if let Some(secs) = env.get("PATROL_TIMEOUT").and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite()) {
+        options.timeout = Duration::from_secs_f64(secs.clamp(0.1, 86_400.0));
     }
     if let Some(secs) = env.get("PATROL_RETRY_SECONDS").and_then(|s| s.parse::<u64>().ok()) {
         options.retry.budget = Duration::from_secs(secs);

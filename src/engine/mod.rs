@@ -21,7 +21,7 @@ use crate::gitlab::{Client, GitlabError, TokenHome};
 use crate::report::{
     After, Before, Outcome, PipelineAction, PipelineReport, TokenReport, VariableOutcome, VariableReport,
 };
-use chrono::{Duration as Days, NaiveDate};
+use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 use decide::{decide, Decision, Holds, Observed, Why};
 use futures::StreamExt;
 use serde_json::json;
@@ -170,6 +170,26 @@ fn advice(e: &GitlabError) -> &'static str {
 }
 
 impl Engine {
+    /// With `since`: whether a pipeline was created on the ref since then (recording it in
+    /// `out`), so none needs starting.
+    async fn ran_since(
+        &self,
+        project: &str,
+        reference: &str,
+        since: Option<DateTime<Utc>>,
+        out: &mut PipelineReport,
+    ) -> Result<bool, GitlabError> {
+        let Some(since) = since else { return Ok(false) };
+        Ok(match self.client.latest_pipeline(project, reference).await? {
+            Some(latest) if latest.created_at.is_none_or(|c| c >= since) => {
+                out.pipeline_id = Some(latest.id);
+                out.status = Some(latest.status);
+                true
+            }
+            _ => false,
+        })
+    }
+
     pub fn new(client: Client, options: Options) -> Engine {
         Engine { client, options, cache: Cache::default() }
     }
@@ -221,6 +241,7 @@ impl Engine {
             variables: Vec::new(),
             pipelines: t.pipelines.iter().map(|p| PipelineReport::skipped(&p.project, &p.reference)).collect(),
             error: None,
+            stored_since: None,
         };
         if let Err(Failure(message)) = self.work(t, &mut report).await {
             tracing::warn!(error = %message, "token failed");
@@ -262,6 +283,7 @@ impl Engine {
                 report.reason = reason.clone();
                 if self.options.mode == Mode::Rotate {
                     self.revoke_leftovers(t, &home, &named, &observed, report).await?;
+                    report.stored_since = stored_by_patrol(&observed, &states);
                 }
                 return Ok(());
             }
@@ -414,8 +436,26 @@ impl Engine {
             self.stamp(states, old.id).await?;
         }
         let overlap = t.policy.strategy == Strategy::Overlap && target.as_ref().is_some_and(|x| x.active);
-        let (issued, notes) = match (&target, overlap) {
-            (Some(old), false) => self.obtain_by_rotation(t, home, old.clone(), expires_at).await?,
+        // A token an interrupted overlap run created (newer than the one in use, held by no
+        // variable, its secret never stored) is taken over by rotating it, not left beside a
+        // second new one.
+        let orphan = target.as_ref().filter(|_| overlap).and_then(|old| {
+            named
+                .iter()
+                .filter(|x| x.active && x.id > old.id)
+                .filter(|x| !states.iter().any(|s| s.holds == Holds::Token(x.id)))
+                .max_by_key(|x| x.id)
+        });
+        let (issued, notes) = match (&target, overlap, orphan) {
+            (Some(old), false, _) => self.obtain_by_rotation(t, home, old.clone(), expires_at).await?,
+            (Some(_), true, Some(orphan)) => {
+                let (issued, mut notes) = self.obtain_by_rotation(t, home, orphan.clone(), expires_at).await?;
+                notes.insert(
+                    0,
+                    format!("took over token {}, which an interrupted run had created, by rotating it", orphan.id),
+                );
+                (issued, notes)
+            }
             _ => {
                 let scopes = t
                     .scopes
@@ -714,30 +754,58 @@ impl Engine {
     }
 
     /// Retries or starts each pipeline that a rotated or repaired token feeds, once however many
-    /// tokens feed it, and waits for it as long as the longest `wait_minutes` asks.
+    /// tokens feed it, and waits for it as long as the longest `wait_minutes` asks. A pipeline
+    /// that another token failed to feed in this run is left alone: it would fail again. A
+    /// token left unchanged still owes its pipelines the retry they missed when the run that
+    /// stored it was cut short (`stored_since`).
     async fn pipelines(&self, tokens: &[ManagedToken], reports: &mut [TokenReport]) {
-        let mut unique: Vec<(String, String, Action, u64)> = Vec::new();
+        let acts =
+            |r: &TokenReport| matches!(r.outcome, Outcome::Rotated | Outcome::Repaired) || r.stored_since.is_some();
+        let mut blocked: HashSet<(&str, &str)> = HashSet::new();
         for (t, r) in tokens.iter().zip(reports.iter()) {
-            if !matches!(r.outcome, Outcome::Rotated | Outcome::Repaired) {
+            if r.outcome == Outcome::Failed {
+                blocked.extend(t.pipelines.iter().map(|p| (p.project.as_str(), p.reference.as_str())));
+            }
+        }
+        let mut unique: Vec<Wanted> = Vec::new();
+        for (t, r) in tokens.iter().zip(reports.iter()) {
+            if !acts(r) {
                 continue;
             }
-            for p in &t.pipelines {
-                match unique.iter_mut().find(|u| u.0 == p.project && u.1 == p.reference && u.2 == p.action) {
-                    Some(u) => u.3 = u.3.max(p.wait_minutes),
-                    None => unique.push((p.project.clone(), p.reference.clone(), p.action, p.wait_minutes)),
+            // `None`: a token was stored in this run, so act whatever the pipeline's age.
+            let since = if r.outcome == Outcome::Unchanged { r.stored_since } else { None };
+            for p in t.pipelines.iter().filter(|p| !blocked.contains(&(p.project.as_str(), p.reference.as_str()))) {
+                match unique
+                    .iter_mut()
+                    .find(|u| u.project == p.project && u.reference == p.reference && u.action == p.action)
+                {
+                    Some(u) => {
+                        u.wait = u.wait.max(p.wait_minutes);
+                        u.since = match (u.since, since) {
+                            (Some(a), Some(b)) => Some(a.max(b)),
+                            _ => None,
+                        };
+                    }
+                    None => unique.push(Wanted {
+                        project: p.project.clone(),
+                        reference: p.reference.clone(),
+                        action: p.action,
+                        wait: p.wait_minutes,
+                        since,
+                    }),
                 }
             }
         }
         let results: Vec<((String, String, Action), PipelineReport)> = futures::stream::iter(unique)
-            .map(|(project, reference, action, wait)| async move {
-                let key = (project.clone(), reference.clone(), action);
-                (key, self.pipeline(project, reference, action, wait).await)
+            .map(|w| async move {
+                let key = (w.project.clone(), w.reference.clone(), w.action);
+                (key, self.pipeline(w).await)
             })
             .buffered(self.options.concurrency.max(1))
             .collect()
             .await;
         for (t, r) in tokens.iter().zip(reports.iter_mut()) {
-            if !matches!(r.outcome, Outcome::Rotated | Outcome::Repaired) {
+            if !acts(r) {
                 continue;
             }
             let mut failures = Vec::new();
@@ -748,6 +816,21 @@ impl Engine {
                     if let Some(e) = &result.error {
                         failures.push(e.clone());
                     }
+                }
+            }
+            if r.outcome == Outcome::Unchanged {
+                let caught_up: Vec<String> = r
+                    .pipelines
+                    .iter()
+                    .filter(|p| p.action != PipelineAction::Skipped)
+                    .map(|p| format!("{} {}", p.project, p.reference))
+                    .collect();
+                if !caught_up.is_empty() {
+                    r.reason.push_str(&format!(
+                        "; the pipeline on {} had not run since this token was stored, so patrol {} it now",
+                        caught_up.join(", "),
+                        if t.pipelines.iter().all(|p| p.action == Action::Create) { "started" } else { "retried" }
+                    ));
                 }
             }
             if !failures.is_empty() {
@@ -761,16 +844,21 @@ impl Engine {
     }
 
     /// Retries the latest pipeline on the ref if it failed, or starts one; polls it with backoff
-    /// while `wait_minutes` allows.
-    async fn pipeline(&self, project: String, reference: String, action: Action, wait_minutes: u64) -> PipelineReport {
+    /// while `wait_minutes` allows. With `since`, only a pipeline that has not run since then.
+    async fn pipeline(&self, wanted: Wanted) -> PipelineReport {
+        let Wanted { project, reference, action, wait: wait_minutes, since } = wanted;
         let mut out = PipelineReport::skipped(&project, &reference);
         let started = match action {
-            Action::Retry => {
-                retry_latest_failed(&self.client, &mut out).await.map(|x| x.map(|p| (PipelineAction::Retried, p)))
-            }
-            Action::Create => {
-                self.client.create_pipeline(&project, &reference).await.map(|x| Some((PipelineAction::Created, x)))
-            }
+            Action::Retry => retry_latest_failed(&self.client, &mut out, since)
+                .await
+                .map(|x| x.map(|p| (PipelineAction::Retried, p))),
+            Action::Create => match self.ran_since(&project, &reference, since, &mut out).await {
+                Ok(true) => Ok(None),
+                Ok(false) => {
+                    self.client.create_pipeline(&project, &reference).await.map(|x| Some((PipelineAction::Created, x)))
+                }
+                Err(e) => Err(e),
+            },
         };
         let pipeline = match started {
             Ok(Some((action, pipeline))) => {
@@ -796,7 +884,16 @@ impl Engine {
             wait = (wait * 2).min(Duration::from_secs(30));
             match self.client.pipeline(&project, last.id).await {
                 Ok(x) => last = x,
-                Err(e) => tracing::warn!(error = %e, "polling the pipeline failed"),
+                Err(e) => {
+                    // The client has already retried for its budget: stop waiting rather than
+                    // spend the rest of `wait_minutes` on a pipeline patrol cannot see.
+                    out.status = Some(last.status.clone());
+                    out.error = Some(format!(
+                        "pipeline {} on {project} {reference} was started, but patrol lost sight of it ({e}); look at it in GitLab",
+                        last.id
+                    ));
+                    return out;
+                }
             }
         }
         out.status = Some(last.status.clone());
@@ -808,6 +905,25 @@ impl Engine {
         }
         out
     }
+}
+
+/// A pipeline to retry or start, once for all the tokens that feed it.
+struct Wanted {
+    project: String,
+    reference: String,
+    action: Action,
+    wait: u64,
+    /// Act only if the pipeline has not run since then; `None` to act regardless.
+    since: Option<DateTime<Utc>>,
+}
+
+/// When the token in use was created, if every existing variable carries patrol's marker for
+/// it: patrol stored it, so its pipelines may be owed a retry (`TokenReport::stored_since`).
+fn stored_by_patrol(observed: &Observed, states: &[VariableState]) -> Option<DateTime<Utc>> {
+    let current = observed.current.as_ref()?;
+    let mut existing = states.iter().filter_map(|s| s.existing.as_ref()).peekable();
+    existing.peek()?;
+    existing.all(|v| marker(v.description.as_deref()) == Some(current.id)).then_some(current.created_at).flatten()
 }
 
 /// Backoff between attempts to store a new secret: 200 ms doubling to 30 s, within a budget.
@@ -834,11 +950,18 @@ impl WritePause {
     }
 }
 
-/// Retries the latest pipeline on `out`'s ref if it failed or was canceled and returns it;
-/// otherwise records the latest one as it is.
-async fn retry_latest_failed(client: &Client, out: &mut PipelineReport) -> Result<Option<ApiPipeline>, GitlabError> {
+/// Retries the latest pipeline on `out`'s ref if it failed or was canceled (with `since`: and
+/// last ran before then) and returns it; otherwise records the latest one as it is.
+async fn retry_latest_failed(
+    client: &Client,
+    out: &mut PipelineReport,
+    since: Option<DateTime<Utc>>,
+) -> Result<Option<ApiPipeline>, GitlabError> {
     match client.latest_pipeline(&out.project, &out.reference).await? {
-        Some(latest) if latest.status == "failed" || latest.status == "canceled" => {
+        Some(latest)
+            if (latest.status == "failed" || latest.status == "canceled")
+                && since.is_none_or(|s| latest.updated_at.is_some_and(|u| u < s)) =>
+        {
             client.retry_pipeline(&out.project, latest.id).await.map(Some)
         }
         Some(latest) => {

@@ -83,6 +83,7 @@ pub async fn rotate_self(client: &Client, target: &SelfTarget, options: &Options
         }],
         pipelines: target.retry_refs.iter().map(|r| PipelineReport::skipped(&target.project, r)).collect(),
         error: None,
+        stored_since: None,
     };
     if let Err(message) = work(client, &me, target, options, &mut report).await {
         tracing::warn!(error = %message, "self-rotation failed");
@@ -332,7 +333,7 @@ async fn store(
 }
 
 async fn retry_latest(client: &Client, out: &mut PipelineReport) {
-    match retry_latest_failed(client, out).await {
+    match retry_latest_failed(client, out, None).await {
         Ok(Some(p)) => {
             out.action = PipelineAction::Retried;
             out.pipeline_id = Some(p.id);

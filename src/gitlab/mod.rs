@@ -157,6 +157,11 @@ impl Client {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        if base.starts_with("http://") {
+            // Plain http (loopback only, see app::check_url) needs no trust store: skip loading
+            // the system's certificates, the bulk of start-up time.
+            builder = builder.tls_built_in_root_certs(false);
+        }
         let http = builder
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))

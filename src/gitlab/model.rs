@@ -86,6 +86,8 @@ pub struct ApiPipeline {
     #[serde(rename = "ref")]
     pub reference: Option<String>,
     pub web_url: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl ApiPipeline {

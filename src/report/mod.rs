@@ -104,6 +104,12 @@ pub struct TokenReport {
     pub variables: Vec<VariableReport>,
     pub pipelines: Vec<PipelineReport>,
     pub error: Option<String>,
+    /// For a token left unchanged whose variables patrol itself filled (its marker names the
+    /// token in use): when that token was created. A dependent pipeline that last failed before
+    /// then ran with the old secret and is still owed its retry, say because the run that
+    /// rotated was cut short. Not part of the report.
+    #[serde(skip)]
+    pub stored_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -20,6 +20,9 @@ pub enum FaultAction {
     Hang,
     /// Perform the request, then close the connection without an answer.
     DropAfterCommit,
+    /// Perform the request, then never answer: the moment a test kills the client process
+    /// (`Simulator::wait_held` says when it has come).
+    CommitThenHang,
     /// Answer 429 with `Retry-After`, as GitLab's throttle does (§5.3); nothing is changed.
     RateLimited { retry_after_secs: u64 },
 }

@@ -24,6 +24,8 @@ pub struct Shared {
     pub limiter: Mutex<RateLimiter>,
     /// `http://127.0.0.1:PORT`, for `Link` headers and web URLs.
     pub origin: String,
+    /// How many requests were performed and then held without an answer (`CommitThenHang`).
+    pub held: tokio::sync::watch::Sender<u32>,
 }
 
 /// Locks a mutex even if a handler panicked while holding it: the data is still usable for
@@ -431,6 +433,7 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
         tokio::time::sleep(latency).await;
     }
     let mut drop_after = false;
+    let mut hold_after = false;
     for action in &actions {
         let early = match action {
             FaultAction::Latency { millis } => {
@@ -449,6 +452,10 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
             }
             FaultAction::DropAfterCommit => {
                 drop_after = true;
+                None
+            }
+            FaultAction::CommitThenHang => {
+                hold_after = true;
                 None
             }
         };
@@ -472,6 +479,11 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
     if drop_after {
         record(&shared, &req, 0, token_id, Some(&FaultAction::DropAfterCommit));
         return Err(DropConnection);
+    }
+    if hold_after {
+        record(&shared, &req, 0, token_id, Some(&FaultAction::CommitThenHang));
+        shared.held.send_modify(|n| *n += 1);
+        std::future::pending::<()>().await;
     }
     record(&shared, &req, reply.status, token_id, None);
     Ok(to_response(reply))

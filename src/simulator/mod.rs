@@ -71,6 +71,7 @@ impl Simulator {
             faults: std::sync::Mutex::new(faults::FaultSet::default()),
             limiter: std::sync::Mutex::new(RateLimiter::default()),
             origin: format!("http://{addr}"),
+            held: watch::channel(0).0,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, shared.clone(), stopped));
@@ -117,6 +118,12 @@ impl Simulator {
     /// Shortens the throttle's window from GitLab's minute, so tests need not wait a minute.
     pub fn set_rate_limit_window(&self, seconds: i64) {
         lock(&self.shared.limiter).window_secs = seconds;
+    }
+
+    /// Waits until a `CommitThenHang` fault has performed a request and is holding its answer.
+    pub async fn wait_held(&self) {
+        let mut held = self.shared.held.subscribe();
+        let _ = held.wait_for(|n| *n > 0).await;
     }
 
     /// How many requests the throttle refused with 429.

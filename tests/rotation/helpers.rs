@@ -40,10 +40,24 @@ impl Universe {
     }
 
     pub async fn patrol_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let cmd = self.command(args, env);
+        let output = tokio::task::spawn_blocking(move || cmd.and_then(|mut c| c.output()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("cannot run patrol: {e}"));
+        self.finish(output)
+    }
+
+    /// The command `patrol_with` runs (with its old report files removed).
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Command> {
         let report = self.dir.join("report.json");
         let junit = self.dir.join("junit.xml");
-        let _ = std::fs::remove_file(&report);
-        let _ = std::fs::remove_file(&junit);
+        for old in [&report, &junit] {
+            match std::fs::remove_file(old) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol"));
         cmd.args(["--config", &self.dir.join("patrol.toml").display().to_string()])
             .args(args)
@@ -59,10 +73,12 @@ impl Universe {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let output = tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("cannot run patrol: {e}"));
+        Ok(cmd)
+    }
+
+    /// The run from a finished process's output and report files, scanned for leaks.
+    pub fn finish(&self, output: std::process::Output) -> Run {
+        let (report, junit) = (self.dir.join("report.json"), self.dir.join("junit.xml"));
         let run = Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -2,6 +2,7 @@
 
 mod efficiency;
 mod engine;
+mod faults;
 mod helpers;
 mod notify;
 mod recovery;

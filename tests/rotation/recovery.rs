@@ -163,3 +163,36 @@ async fn a_lower_gitlab_lifetime_limit_is_taken_from_gitlabs_answer() {
     assert!(reason.contains(&format!("GitLab allows expiry up to {limit}")), "{reason}");
     assert!(u.sim.reuse_detections().is_empty());
 }
+
+#[tokio::test]
+async fn a_pipeline_retry_missed_by_an_interrupted_run_is_made_by_the_next_but_never_repeated() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    // Every retry fails: the tokens are stored, the pipeline is not retried.
+    u.sim.inject(Fault::new(Some("POST"), "/api/v4/projects/*/pipelines/*/retry", FaultAction::Status { status: 503 }));
+    let run = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(u.pipeline_status("sec/app").as_deref(), Some("failed"));
+
+    u.sim.clear_faults();
+    let next = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(next.code, 0, "{}\n{}", next.stdout, tail(&next.stderr));
+    let t = &next.report["tokens"][0];
+    assert_eq!(t["outcome"], "unchanged", "{t}");
+    assert_eq!(t["pipelines"][0]["action"], "retried", "{t}");
+    assert!(t["reason"].as_str().is_some_and(|r| r.contains("had not run since this token was stored")), "{t}");
+    assert_eq!(u.pipeline_status("sec/app").as_deref(), Some("success"));
+
+    // The pipeline fails later for a reason of its own: patrol leaves it alone.
+    u.sim.with_world(|w| {
+        let now = w.clock.now();
+        for p in w.pipelines.values_mut() {
+            p.status = "failed".into();
+            p.updated_at = now;
+        }
+    });
+    let later = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(later.code, 0, "{}", later.stdout);
+    assert_eq!(later.report["tokens"][0]["pipelines"][0]["action"], "skipped");
+    let retries: u32 = u.sim.with_world(|w| w.pipelines.values().map(|p| p.retries).sum());
+    assert_eq!(retries, 1, "retried once, never again");
+}

@@ -1,0 +1,316 @@
+//! The fault matrix (issue 4): every request a `rotate` run makes, faulted in turn in every way
+//! a network or GitLab fails, then one more run with the fault cleared. After each, the
+//! invariant holds: each variable holds an active token that meets the policy, with its settings
+//! intact; one active token per managed name; no reuse detection, ever; each dependent pipeline
+//! retried (or started) once and passing; exit codes that tell the truth.
+
+use crate::engine::tail;
+use crate::helpers::*;
+use patrol::simulator::seed::Seed;
+use patrol::simulator::world::Source;
+use patrol::simulator::{Fault, FaultAction};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The fleet of `helpers::fleet` with every kind of token, plus a second (hidden) variable for
+/// the service account's token, and the group token rotated with `overlap` (create, then
+/// revoke), so that every way patrol obtains a token is in the matrix.
+fn matrix_seed() -> Seed {
+    let mut seed = fleet();
+    seed.variables.push(variable(Some("sec/reports"), None, "SA_TOKEN", "inventory", true));
+    seed
+}
+
+fn matrix_config() -> String {
+    let config = FLEET_CONFIG
+        .replace(
+            "key = \"PERSONAL_TOKEN\"\n",
+            "key = \"PERSONAL_TOKEN\"\n\n[[token.pipeline]]\nproject = \"sec/app\"\nref = \"main\"\nwait_minutes = 1\n",
+        )
+        .replace("name = \"sec-reports\"\n", "name = \"sec-reports\"\nstrategy = \"overlap\"\nscopes = [\"api\"]\n")
+        .replace(
+            "key = \"SA_TOKEN\"\n",
+            "key = \"SA_TOKEN\"\n\n[[token.variable]]\nproject = \"sec/reports\"\nkey = \"SA_TOKEN\"\n",
+        );
+    assert_eq!(config.matches("[[token.pipeline]]").count(), 4, "{config}");
+    assert!(config.contains("strategy = \"overlap\"") && config.matches("key = \"SA_TOKEN\"").count() == 2);
+    config
+}
+
+/// Short client limits so that a hang or a persistent error costs about a second, one token at
+/// a time so that the n-th request of a route is the same request in every run.
+const ENV: &[(&str, &str)] = &[
+    ("PATROL_TIMEOUT", "1"),
+    ("PATROL_RETRY_SECONDS", "2"),
+    ("PATROL_WRITE_SECONDS", "1"),
+    ("PATROL_CONCURRENCY", "1"),
+    ("PATROL_LOG", "info"),
+];
+
+/// One request of the baseline run: the `nth` (from 0) with this method and path.
+#[derive(Debug, Clone)]
+struct Point {
+    method: String,
+    path: String,
+    nth: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Once(u16),
+    Persistent(u16),
+    RateLimited,
+    DropAfterCommit,
+    Hang,
+    Killed,
+}
+
+const KINDS: [Kind; 10] = [
+    Kind::Once(500),
+    Kind::Once(502),
+    Kind::Once(503),
+    Kind::Persistent(500),
+    Kind::Persistent(502),
+    Kind::Persistent(503),
+    Kind::RateLimited,
+    Kind::DropAfterCommit,
+    Kind::Hang,
+    Kind::Killed,
+];
+
+impl Point {
+    fn fault(&self, kind: Kind) -> Fault {
+        let action = match kind {
+            Kind::Once(status) | Kind::Persistent(status) => FaultAction::Status { status },
+            Kind::RateLimited => FaultAction::RateLimited { retry_after_secs: 1 },
+            Kind::DropAfterCommit => FaultAction::DropAfterCommit,
+            Kind::Hang => FaultAction::Hang,
+            Kind::Killed => FaultAction::CommitThenHang,
+        };
+        let fault = Fault::new(Some(&self.method), &self.path, action).skip(self.nth);
+        match kind {
+            Kind::Persistent(_) => fault,
+            _ => fault.times(1),
+        }
+    }
+}
+
+/// What the invariant compares against: each managed variable's settings as seeded.
+type Settings = (String, String, String, bool, bool, bool, bool);
+
+fn settings(u: &Universe) -> Vec<Settings> {
+    let mut all: Vec<Settings> = u.sim.with_world(|w| {
+        w.variables
+            .iter()
+            .map(|v| {
+                let owner = match v.owner {
+                    Source::Project(id) => format!("project {id}"),
+                    Source::Group(id) => format!("group {id}"),
+                };
+                (owner, v.key.clone(), v.environment_scope.clone(), v.masked, v.hidden, v.protected, v.raw)
+            })
+            .collect()
+    });
+    all.sort();
+    all
+}
+
+const HOLDS: [(&str, &str); 4] = [
+    ("PERSONAL_TOKEN", "alice-ci"),
+    ("PROJECT_TOKEN", "app-ci"),
+    ("GROUP_TOKEN", "sec-reports"),
+    ("SA_TOKEN", "inventory"),
+];
+
+/// The invariant, as a list of what is wrong (empty when it holds).
+fn violations(u: &Universe, seeded: &[Settings]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (_, name) in HOLDS {
+        let active = u.active(name);
+        if active.len() != 1 {
+            wrong.push(format!("{name}: {} active tokens {active:?}", active.len()));
+        }
+    }
+    if settings(u) != seeded {
+        wrong.push(format!("variable settings changed: {:?}", settings(u)));
+    }
+    u.sim.with_world(|w| {
+        w.settle_pipelines();
+        let today = w.today();
+        let names: HashMap<&str, &str> = HOLDS.into_iter().collect();
+        for v in &w.variables {
+            let Some(name) = names.get(v.key.as_str()) else { continue };
+            match w.token_by_secret(&v.value) {
+                Some(t) if t.active(today) && t.name == *name => {
+                    if t.expires_at.is_none_or(|d| (d - today).num_days() < 14) {
+                        wrong.push(format!("{}: token {} expires {:?}, inside the policy", v.key, t.id, t.expires_at));
+                    }
+                }
+                Some(t) => {
+                    wrong.push(format!("{}: holds token {} ({}), not active or not {name}", v.key, t.id, t.name))
+                }
+                None => wrong.push(format!("{}: holds no token", v.key)),
+            }
+        }
+        if !w.reuse_detections.is_empty() {
+            wrong.push(format!("reuse detection fired: {:?}", w.reuse_detections));
+        }
+        for project in ["sec/app", "sec/reports", "sec/inventory"] {
+            let Some(id) = w.project_by_path(project).map(|p| p.id) else { continue };
+            let mut pipelines: Vec<_> = w.pipelines.values().filter(|p| p.project == id).collect();
+            pipelines.sort_by_key(|p| p.id);
+            let shape: Vec<(String, u32, String)> =
+                pipelines.iter().map(|p| (p.source.clone(), p.retries, p.status.clone())).collect();
+            let want = if project == "sec/inventory" {
+                // `action = "create"`: the failed one untouched, one started by patrol, passing.
+                vec![("schedule".into(), 0, "failed".into()), ("api".into(), 0, "success".into())]
+            } else {
+                vec![("schedule".to_string(), 1, "success".to_string())]
+            };
+            if shape != want {
+                wrong.push(format!("{project} pipelines: {shape:?}, want {want:?}"));
+            }
+        }
+    });
+    wrong
+}
+
+/// The requests of an unfaulted run, in order.
+async fn baseline() -> Vec<Point> {
+    let u = Universe::new(matrix_seed(), &matrix_config()).await;
+    let seeded = settings(&u);
+    let run = u.patrol_with(&["rotate"], ENV).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    let wrong = violations(&u, &seeded);
+    assert!(wrong.is_empty(), "the baseline run itself breaks the invariant: {wrong:?}");
+    let mut seen: HashMap<(String, String), u32> = HashMap::new();
+    u.sim
+        .requests()
+        .into_iter()
+        .map(|r| {
+            let n = seen.entry((r.method.clone(), r.path.clone())).or_default();
+            *n += 1;
+            Point { method: r.method, path: r.path, nth: *n - 1 }
+        })
+        .collect()
+}
+
+fn label(point: &Point, kind: Kind) -> String {
+    format!("{kind:?} at {} {} (#{})", point.method, point.path, point.nth + 1)
+}
+
+/// One cell of the matrix: the faulted run, then the converging run. Returns what went wrong.
+async fn cell(point: &Point, kind: Kind) -> Result<(), String> {
+    let u = Universe::new(matrix_seed(), &matrix_config()).await;
+    let seeded = settings(&u);
+    u.sim.inject(point.fault(kind));
+    let at = label(point, kind);
+    let first = match kind {
+        Kind::Killed => killed_run(&u).await?,
+        _ => u.patrol_with(&["rotate"], ENV).await,
+    };
+    let fired = u.sim.requests().iter().filter(|r| r.fault.is_some()).count();
+    if fired == 0 {
+        return Err(format!("{at}: the fault never fired"));
+    }
+    match first.code {
+        // Nothing changed when GitLab could not be reached at all.
+        3 if u.sim.requests().iter().all(|r| r.method == "GET") => {}
+        0 => {
+            let wrong = violations(&u, &seeded);
+            if !wrong.is_empty() {
+                return Err(format!("{at}: the faulted run exited 0 but left {wrong:?}"));
+            }
+        }
+        1 | -9 => {}
+        code => return Err(format!("{at}: the faulted run exited {code}\n{}", tail(&first.stderr))),
+    }
+    u.sim.clear_faults();
+    let next = u.patrol_with(&["rotate"], ENV).await;
+    if next.code != 0 {
+        return Err(format!("{at}: the converging run exited {}\n{}\n{}", next.code, next.stdout, tail(&next.stderr)));
+    }
+    let wrong = violations(&u, &seeded);
+    if !wrong.is_empty() {
+        return Err(format!("{at}: after the converging run: {wrong:?}\n{}", next.stdout));
+    }
+    Ok(())
+}
+
+/// Runs patrol until the simulator has performed the faulted request, then SIGKILLs it.
+async fn killed_run(u: &Universe) -> Result<Run, String> {
+    let cmd = u.command(&["rotate"], ENV).map_err(|e| e.to_string())?;
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start patrol: {e}"))?;
+    // Drain both pipes while it runs, or a chatty child blocks before reaching the point.
+    let drain = |pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut buf).await;
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    tokio::select! {
+        _ = u.sim.wait_held() => child.start_kill().map_err(|e| format!("cannot kill patrol: {e}"))?,
+        status = child.wait() => return Err(format!("patrol ended ({status:?}) before the request to kill it at")),
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let output = std::process::Output {
+        status,
+        stdout: stdout.await.unwrap_or_default(),
+        stderr: stderr.await.unwrap_or_default(),
+    };
+    let mut run = u.finish(output);
+    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(9) {
+        run.code = -9;
+    }
+    Ok(run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fault_at_every_request_converges_on_the_next_run() {
+    let points = baseline().await;
+    let all: Vec<(Point, Kind)> = points.iter().flat_map(|p| KINDS.iter().map(move |k| (p.clone(), *k))).collect();
+    // `PATROL_MATRIX_FILTER=Killed` (any part of a cell's label) runs a slice while working on
+    // one failure; the full matrix is the default and what CI runs.
+    let filter = std::env::var("PATROL_MATRIX_FILTER").unwrap_or_default();
+    let cells: Vec<&(Point, Kind)> = all.iter().filter(|(p, k)| label(p, *k).contains(&filter)).collect();
+    let done = AtomicUsize::new(0);
+    let failures: Vec<String> = futures::StreamExt::collect::<Vec<_>>(futures::StreamExt::buffer_unordered(
+        futures::stream::iter(cells.iter().map(|(p, k)| {
+            let done = &done;
+            async move {
+                let result = cell(p, *k).await;
+                done.fetch_add(1, Ordering::SeqCst);
+                result.err()
+            }
+        })),
+        12,
+    ))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    println!(
+        "fault matrix: {} requests x {} faults = {} fault points; {} selected, {} run, {} failed",
+        points.len(),
+        KINDS.len(),
+        all.len(),
+        cells.len(),
+        done.load(Ordering::SeqCst),
+        failures.len()
+    );
+    assert_eq!(done.load(Ordering::SeqCst), cells.len(), "every selected fault point was run");
+    assert!(
+        failures.is_empty(),
+        "{} of {} fault points broke the invariant:\n{}",
+        failures.len(),
+        cells.len(),
+        failures.join("\n\n")
+    );
+}
