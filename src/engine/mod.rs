@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod decide;
+pub mod lock;
 pub mod notify;
 pub mod self_rotation;
 
@@ -75,6 +76,8 @@ pub struct Engine {
     client: Client,
     options: Options,
     cache: Cache,
+    /// This run, as its locks name it.
+    run: lock::RunId,
 }
 
 type Cell<V> = Arc<tokio::sync::OnceCell<Result<V, String>>>;
@@ -112,6 +115,9 @@ impl From<String> for Failure {
         Failure(s)
     }
 }
+
+/// What `observe` saw: the token's home, the tokens with its name, each variable, the choice.
+type Seen = (TokenHome, Vec<ApiToken>, Vec<VariableState>, Observed);
 
 /// What patrol knows about one configured variable before acting.
 struct VariableState {
@@ -191,7 +197,7 @@ impl Engine {
     }
 
     pub fn new(client: Client, options: Options) -> Engine {
-        Engine { client, options, cache: Cache::default() }
+        Engine { client, options, cache: Cache::default(), run: lock::RunId::new() }
     }
 
     /// Works on every token, several at once, calling `progress` as each finishes; then retries
@@ -254,8 +260,59 @@ impl Engine {
         report
     }
 
+    /// Observes and decides; in `rotate` mode, a token that needs work is locked (`lock.rs`),
+    /// observed again under the lock (another run may have just finished it), then worked on.
     async fn work(&self, t: &ManagedToken, report: &mut TokenReport) -> Result<(), Failure> {
-        let (home, named) = self.locate(t).await?;
+        let first = self.observe(t, false).await?;
+        let acts = decide(&first.3, &t.policy, self.options.today, self.options.force).acts();
+        if self.options.mode == Mode::Plan || !acts {
+            return self.work_on(t, first, report).await;
+        }
+        let Some(holder) = t.variables.first().map(|v| v.holder.clone()) else {
+            return Err(Failure(format!("token {:?} has no variable to store a secret in", t.id)));
+        };
+        // Long enough for every variable's write budget and the rest of the work.
+        let lease = self.options.write_budget * (t.variables.len() as u32 + 1) + Duration::from_secs(600);
+        let held = match lock::acquire(&self.client, &self.run, &t.id, &holder, lease).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(busy)) => {
+                report.reason = "left alone: another patrol run holds its lock".into();
+                return Err(Failure(busy));
+            }
+            Err(e) => {
+                return Err(Failure(format!(
+                    "cannot take patrol's lock on token {:?} (a variable {} in {} {}): {e}, so nothing was changed. {}",
+                    t.id,
+                    lock::key(&t.id),
+                    holder.scope(),
+                    holder.path(),
+                    advice(&e)
+                )))
+            }
+        };
+        // Another run that acted on this token changed its list (rotate, create and revoke all
+        // do); an unchanged list means what was observed still stands.
+        let result = match self.list_named(&first.0, &t.name).await {
+            Ok(now) if same_tokens(&now, &first.1) => self.work_on(t, first, report).await,
+            Ok(_) => match self.observe(t, true).await {
+                Ok(again) => self.work_on(t, again, report).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = lock::release(&self.client, &held).await {
+            tracing::warn!(token = %t.id, lock = %held.key, error = %e, "could not remove the lock; it expires by itself");
+        }
+        result
+    }
+
+    /// Where the token lives, the tokens with its name, what each variable holds, and the token
+    /// in use. `fresh` skips the run's shared listing, for a second look under the lock.
+    async fn observe(&self, t: &ManagedToken, fresh: bool) -> Result<Seen, Failure> {
+        let (home, mut named) = self.locate(t).await?;
+        if fresh && self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.owner) {
+            named = self.list_named(&home, &t.name).await?;
+        }
         let mut states = Vec::new();
         for v in &t.variables {
             states.push(
@@ -265,6 +322,11 @@ impl Engine {
             );
         }
         let observed = self.choose(t, &named, &states)?;
+        Ok((home, named, states, observed))
+    }
+
+    async fn work_on(&self, t: &ManagedToken, seen: Seen, report: &mut TokenReport) -> Result<(), Failure> {
+        let (home, named, mut states, observed) = seen;
         report.before = observed.current.as_ref().or(observed.expired.as_ref()).map(|c| Before {
             token_id: c.id,
             expires_at: c.expires_at,
@@ -905,6 +967,17 @@ impl Engine {
         }
         out
     }
+}
+
+/// Whether two listings show the same tokens in the same state.
+fn same_tokens(a: &[ApiToken], b: &[ApiToken]) -> bool {
+    let key = |list: &[ApiToken]| {
+        let mut k: Vec<(u64, bool, bool, Option<NaiveDate>)> =
+            list.iter().map(|t| (t.id, t.active, t.revoked, t.expires_at)).collect();
+        k.sort_unstable();
+        k
+    };
+    key(a) == key(b)
 }
 
 /// A pipeline to retry or start, once for all the tokens that feed it.

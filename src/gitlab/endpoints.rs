@@ -234,6 +234,12 @@ impl Client {
         self.request(None, Method::POST, &holder_path(holder), &[], Some(body)).await.map(|_| ())
     }
 
+    /// `DELETE …/variables/:key?filter[environment_scope]=` → 204 (§3.1).
+    pub async fn delete_variable(&self, holder: &Holder, key: &str, scope: &str) -> Result<(), GitlabError> {
+        let path = format!("{}/{}", holder_path(holder), encode(key));
+        self.request(None, Method::DELETE, &path, &[(FILTER, scope.into())], None).await.map(|_| ())
+    }
+
     /// The most recent pipeline on `reference` (§4: default order is by id, descending).
     pub async fn latest_pipeline(&self, project: &str, reference: &str) -> Result<Option<ApiPipeline>, GitlabError> {
         let path = format!("/projects/{}/pipelines", encode(project));

@@ -281,7 +281,15 @@ impl Client {
     }
 
     fn transport(&self, method: &Method, path: &str, detail: impl std::fmt::Display) -> GitlabError {
-        GitlabError::Transport { method: method.to_string(), path: path.into(), detail: detail.to_string() }
+        let mut detail = detail.to_string();
+        if let Some(why) = certificate_problem(&detail) {
+            let host =
+                url::Url::parse(&self.base).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+            detail = format!(
+                "the TLS certificate of {host} was rejected: {why}. If your GitLab uses a private certificate authority, point `ca_file` in [gitlab] (or CI_SERVER_TLS_CA_FILE, which GitLab CI sets) at its PEM bundle; if the name does not match, use the host name the certificate was issued for. ({detail})"
+            );
+        }
+        GitlabError::Transport { method: method.to_string(), path: path.into(), detail }
     }
 
     /// Sends a request; retries it per the policy when it is idempotent (not `POST`).
@@ -398,6 +406,27 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// What was wrong with a server certificate, from rustls's error text, in plain words.
+fn certificate_problem(detail: &str) -> Option<&'static str> {
+    let d = detail.to_ascii_lowercase().replace(['_', ' '], "");
+    if !d.contains("certificate") {
+        return None;
+    }
+    Some(if d.contains("unknownissuer") {
+        "it is signed by a certificate authority patrol does not trust"
+    } else if d.contains("notvalidforname") {
+        "it was not issued for this host name"
+    } else if d.contains("expired") {
+        "it has expired"
+    } else if d.contains("notvalidyet") {
+        "it is not valid yet (check the clocks)"
+    } else if d.contains("revoked") {
+        "it has been revoked"
+    } else {
+        "it could not be verified"
+    })
 }
 
 fn describe(e: &reqwest::Error) -> String {

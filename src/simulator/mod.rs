@@ -43,6 +43,8 @@ use tokio::task::JoinHandle;
 pub enum SimulatorError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error("cannot serve TLS: {0}")]
+    Tls(String),
     #[error(transparent)]
     Seed(#[from] seed::SeedError),
 }
@@ -62,6 +64,40 @@ impl Simulator {
     }
 
     pub async fn start_on(listen: &str, seed: Seed) -> Result<Simulator, SimulatorError> {
+        Simulator::serve(listen, seed, None).await
+    }
+
+    /// Serves HTTPS with this certificate chain and key (PEM), as `https://localhost:PORT`: for
+    /// testing patrol's trust settings (`ca_file`, `CI_SERVER_TLS_CA_FILE`).
+    pub async fn start_tls(
+        listen: &str,
+        seed: Seed,
+        cert_chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<Simulator, SimulatorError> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |e: &dyn std::fmt::Display| SimulatorError::Tls(e.to_string());
+        let chain = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad(&e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&e))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| bad(&e))?;
+        Simulator::serve(listen, seed, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn serve(
+        listen: &str,
+        seed: Seed,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<Simulator, SimulatorError> {
         let world = seed.build()?;
         let listener =
             TcpListener::bind(listen).await.map_err(|source| SimulatorError::Bind { addr: listen.into(), source })?;
@@ -70,11 +106,14 @@ impl Simulator {
             world: std::sync::Mutex::new(world),
             faults: std::sync::Mutex::new(faults::FaultSet::default()),
             limiter: std::sync::Mutex::new(RateLimiter::default()),
-            origin: format!("http://{addr}"),
+            origin: match tls {
+                Some(_) => format!("https://localhost:{}", addr.port()),
+                None => format!("http://{addr}"),
+            },
             held: watch::channel(0).0,
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, shared.clone(), stopped));
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), stopped, tls));
         Ok(Simulator { addr, shared, stop, task: Some(task) })
     }
 
@@ -82,7 +121,7 @@ impl Simulator {
         self.addr
     }
 
-    /// The API root, `http://127.0.0.1:PORT/api/v4`.
+    /// The API root, `http://127.0.0.1:PORT/api/v4` (`https://localhost:PORT/api/v4` with TLS).
     pub fn api_url(&self) -> String {
         format!("{}/api/v4", self.shared.origin)
     }
@@ -170,7 +209,12 @@ impl Drop for Simulator {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -183,14 +227,32 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: wa
             _ = stopped.changed() => return,
         };
         let shared = shared.clone();
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| http::handle(shared.clone(), req));
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = stopped.changed() => {}
+        let stopped = stopped.clone();
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(stream, shared, stopped));
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that rejects the certificate ends the handshake; nothing to serve.
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_connection(stream, shared, stopped).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| http::handle(shared.clone(), req));
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        _ = stopped.changed() => {}
     }
 }

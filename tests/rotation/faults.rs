@@ -6,6 +6,7 @@
 
 use crate::engine::tail;
 use crate::helpers::*;
+use patrol::engine::lock;
 use patrol::simulator::seed::Seed;
 use patrol::simulator::world::Source;
 use patrol::simulator::{Fault, FaultAction};
@@ -102,6 +103,7 @@ fn settings(u: &Universe) -> Vec<Settings> {
     let mut all: Vec<Settings> = u.sim.with_world(|w| {
         w.variables
             .iter()
+            .filter(|v| !v.key.starts_with("PATROL_LOCK_"))
             .map(|v| {
                 let owner = match v.owner {
                     Source::Project(id) => format!("project {id}"),
@@ -150,6 +152,14 @@ fn violations(u: &Universe, seeded: &[Settings]) -> Vec<String> {
                     wrong.push(format!("{}: holds token {} ({}), not active or not {name}", v.key, t.id, t.name))
                 }
                 None => wrong.push(format!("{}: holds no token", v.key)),
+            }
+        }
+        // A run killed, or unable to delete its lock, leaves it; it must name a run that is gone,
+        // so the next run to need the token takes it over.
+        let me = lock::RunId::new();
+        for v in w.variables.iter().filter(|v| v.key.starts_with("PATROL_LOCK_")) {
+            if !lock::parse(&v.value).is_some_and(|owner| lock::stale(&owner, &me, chrono::Utc::now())) {
+                wrong.push(format!("{} is held by a live run: {}", v.key, v.value));
             }
         }
         if !w.reuse_detections.is_empty() {
@@ -239,7 +249,7 @@ async fn cell(point: &Point, kind: Kind) -> Result<(), String> {
 
 /// Runs patrol until the simulator has performed the faulted request, then SIGKILLs it.
 async fn killed_run(u: &Universe) -> Result<Run, String> {
-    let cmd = u.command(&["rotate"], ENV).map_err(|e| e.to_string())?;
+    let (cmd, files) = u.command(&["rotate"], ENV).map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start patrol: {e}"))?;
@@ -265,7 +275,7 @@ async fn killed_run(u: &Universe) -> Result<Run, String> {
         stdout: stdout.await.unwrap_or_default(),
         stderr: stderr.await.unwrap_or_default(),
     };
-    let mut run = u.finish(output);
+    let mut run = u.finish(output, &files);
     if std::os::unix::process::ExitStatusExt::signal(&status) == Some(9) {
         run.code = -9;
     }

@@ -16,6 +16,12 @@ pub struct Run {
     pub junit: String,
 }
 
+/// Where one run writes its reports.
+pub struct Files {
+    pub report: PathBuf,
+    pub junit: PathBuf,
+}
+
 pub struct Universe {
     pub sim: Simulator,
     pub dir: PathBuf,
@@ -26,6 +32,11 @@ static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 impl Universe {
     pub async fn new(seed: Seed, config: &str) -> Universe {
         let sim = Simulator::start(seed).await.unwrap_or_else(|e| panic!("simulator: {e}"));
+        Universe::around(sim, config)
+    }
+
+    /// A universe around a simulator started some other way (with TLS, say).
+    pub fn around(sim: Simulator, config: &str) -> Universe {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("patrol-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -40,24 +51,20 @@ impl Universe {
     }
 
     pub async fn patrol_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let cmd = self.command(args, env);
-        let output = tokio::task::spawn_blocking(move || cmd.and_then(|mut c| c.output()))
+        let (cmd, files) = self.command(args, env).unwrap_or_else(|e| panic!("{e}"));
+        let output = tokio::task::spawn_blocking(move || { cmd }.output())
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("cannot run patrol: {e}"));
-        self.finish(output)
+        self.finish(output, &files)
     }
 
-    /// The command `patrol_with` runs (with its old report files removed).
-    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Command> {
-        let report = self.dir.join("report.json");
-        let junit = self.dir.join("junit.xml");
-        for old in [&report, &junit] {
-            match std::fs::remove_file(old) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
+    /// The command `patrol_with` runs, and the report files it writes: new ones for each run,
+    /// so that runs at the same time do not share them.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<(Command, Files)> {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let report = self.dir.join(format!("report-{n}.json"));
+        let junit = self.dir.join(format!("junit-{n}.xml"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol"));
         cmd.args(["--config", &self.dir.join("patrol.toml").display().to_string()])
             .args(args)
@@ -73,21 +80,21 @@ impl Universe {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Ok(cmd)
+        Ok((cmd, Files { report, junit }))
     }
 
     /// The run from a finished process's output and report files, scanned for leaks.
-    pub fn finish(&self, output: std::process::Output) -> Run {
-        let (report, junit) = (self.dir.join("report.json"), self.dir.join("junit.xml"));
+    pub fn finish(&self, output: std::process::Output, files: &Files) -> Run {
+        let Files { report, junit } = files;
         let run = Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            report: std::fs::read_to_string(&report)
+            report: std::fs::read_to_string(report)
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default(),
-            junit: std::fs::read_to_string(&junit).unwrap_or_default(),
+            junit: std::fs::read_to_string(junit).unwrap_or_default(),
         };
         self.assert_no_leak(&run);
         run

@@ -1,5 +1,6 @@
 //! The rotation engine end to end: the real `patrol` binary against the simulator.
 
+mod concurrency;
 mod efficiency;
 mod engine;
 mod faults;
@@ -7,3 +8,4 @@ mod helpers;
 mod notify;
 mod recovery;
 mod self_rotation;
+mod tls;

@@ -1,0 +1,131 @@
+//! Two patrol runs on one config at once (issue 4): a manual emergency run racing the scheduled
+//! one, without GitLab CI's `resource_group` to keep them apart. Each token is rotated by one of
+//! them; the other leaves it alone or finds it done. No family is revoked, no variable is left
+//! holding a dead token, no lock is left behind.
+
+use crate::engine::tail;
+use crate::helpers::*;
+use patrol::engine::lock;
+use patrol::simulator::world::{Source, Variable};
+use std::time::Duration;
+
+const NAMES: [&str; 4] = ["alice-ci", "app-ci", "sec-reports", "inventory"];
+
+fn locks_left(u: &Universe) -> Vec<String> {
+    u.sim.with_world(|w| {
+        w.variables.iter().filter(|v| v.key.starts_with("PATROL_LOCK_")).map(|v| v.key.clone()).collect()
+    })
+}
+
+fn dead_variables(u: &Universe) -> Vec<String> {
+    u.sim.with_world(|w| {
+        let today = w.today();
+        w.variables
+            .iter()
+            .filter(|v| v.key.ends_with("_TOKEN"))
+            .filter(|v| !w.token_by_secret(&v.value).is_some_and(|t| t.active(today)))
+            .map(|v| v.key.clone())
+            .collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runs_started_together_rotate_each_token_once() {
+    const ROUNDS: usize = 12;
+    let mut contended = 0;
+    for round in 0..ROUNDS {
+        let u = Universe::new(fleet(), FLEET_CONFIG).await;
+        // A few milliseconds per request keeps both runs inside each other's windows.
+        u.sim.set_latency(Duration::from_millis(3 + round as u64 % 4));
+        let (a, b) = tokio::join!(u.patrol(&["rotate"]), u.patrol(&["rotate"]));
+        for run in [&a, &b] {
+            assert!(matches!(run.code, 0 | 1), "round {round}: exit {}\n{}", run.code, tail(&run.stderr));
+        }
+        assert!(u.sim.reuse_detections().is_empty(), "round {round}: reuse detection");
+        for name in NAMES {
+            assert_eq!(u.active(name).len(), 1, "round {round}: {name}");
+        }
+        assert_eq!(dead_variables(&u), Vec::<String>::new(), "round {round}");
+        assert_eq!(locks_left(&u), Vec::<String>::new(), "round {round}");
+        // Each token was rotated by exactly one of the two runs.
+        let rotated = |run: &Run, id: &str| outcomes(run).iter().any(|(t, o)| t == id && o == "rotated");
+        for id in ["personal", "project", "group", "service"] {
+            assert!(
+                rotated(&a, id) ^ rotated(&b, id),
+                "round {round}: {id} rotated by {} runs\n{}\n{}",
+                rotated(&a, id) as u8 + rotated(&b, id) as u8,
+                a.report,
+                b.report
+            );
+        }
+        let rotates = u.sim.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/rotate")).count();
+        assert_eq!(rotates, 4, "round {round}: one rotate per token");
+        contended += [&a, &b]
+            .iter()
+            .flat_map(|r| r.report["tokens"].as_array().cloned().unwrap_or_default())
+            .filter(|t| t["error"].as_str().is_some_and(|e| e.contains("another run is working on token")))
+            .count();
+        // And the next run finds everything done.
+        let next = u.patrol(&["rotate"]).await;
+        assert_eq!(next.code, 0, "round {round}: {}\n{}", next.stdout, tail(&next.stderr));
+        assert!(outcomes(&next).iter().all(|(_, o)| o == "unchanged"), "round {round}: {:?}", outcomes(&next));
+    }
+    println!("concurrent runs: {ROUNDS} rounds of 2 runs x 4 tokens; a run found a token locked {contended} times");
+    assert!(contended > 0, "the two runs never met at a lock, so this test proved nothing");
+}
+
+fn lock_variable(u: &Universe, token: &str, value: String) {
+    u.sim.with_world(|w| {
+        let project = w.project_by_path("sec/app").map(|p| p.id).unwrap_or_default();
+        w.variables.push(Variable {
+            owner: Source::Project(project),
+            key: lock::key(token),
+            value,
+            variable_type: "env_var".into(),
+            protected: false,
+            masked: false,
+            hidden: false,
+            raw: true,
+            environment_scope: "*".into(),
+            description: None,
+        });
+    });
+}
+
+#[tokio::test]
+async fn a_live_runs_lock_is_respected_and_a_dead_or_expired_one_is_taken_over() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    let old = u.active("app-ci");
+    // This test process is alive and on this host: its lock stands.
+    let me = lock::RunId::new();
+    let live = lock::value(&me, chrono::Utc::now() + chrono::Duration::hours(1));
+    lock_variable(&u, "project", live);
+    let run = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let error = run.report["tokens"][0]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("another run is working on token \"project\"")
+            && error.contains(&format!("pid {}", me.pid))
+            && error.contains(&lock::key("project")),
+        "{error}"
+    );
+    assert_eq!(u.active("app-ci"), old, "left alone");
+    assert_eq!(locks_left(&u), vec![lock::key("project")], "not ours to remove");
+
+    // The same lock from a process that is gone: taken over at once.
+    u.sim.with_world(|w| w.variables.retain(|v| !v.key.starts_with("PATROL_LOCK_")));
+    let dead = lock::RunId { pid: u32::MAX - 1, ..me.clone() };
+    lock_variable(&u, "project", lock::value(&dead, chrono::Utc::now() + chrono::Duration::hours(1)));
+    let run = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert_eq!(outcomes(&run), vec![("project".to_string(), "rotated".to_string())]);
+    assert!(locks_left(&u).is_empty());
+
+    // Another host's lock whose lease ran out: taken over.
+    let elsewhere = lock::RunId { host: "other-host".into(), ..me };
+    lock_variable(&u, "personal", lock::value(&elsewhere, chrono::Utc::now() - chrono::Duration::minutes(1)));
+    let run = u.patrol(&["rotate", "--only", "personal"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert!(locks_left(&u).is_empty());
+    assert!(u.sim.reuse_detections().is_empty());
+}
