@@ -542,10 +542,10 @@ fn variable(c: &mut Checker, spanned: &Spanned<RawVariable>, label: &str) -> Opt
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    pub const GOOD: &str = r#"
 [gitlab]
 url = "https://gitlab.example.com/api/v4"
 
@@ -647,5 +647,98 @@ ref = "main"
         let p = problems(&GOOD.replace("name = \"Inventory\"\n", ""));
         assert!(p[0].contains("missing field `name`"), "{p:?}");
         assert!(p[0].starts_with("patrol.toml:"), "{p:?}");
+    }
+}
+
+/// Property: no input makes the config parser panic. Mutations of a full config (byte flips,
+/// cuts, inserted punctuation, duplicated lines) must each give a config or a located error.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+
+    /// xorshift64*: deterministic, so a failure names a reproducible case.
+    pub struct Rng(u64);
+    impl Rng {
+        pub fn new(seed: u64) -> Rng {
+            Rng(seed.max(1))
+        }
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// One random edit of `text`.
+    pub fn mutate(rng: &mut Rng, text: &[u8]) -> Vec<u8> {
+        const PIECES: &[&[u8]] = &[
+            b"[",
+            b"]",
+            b"[[",
+            b"\"",
+            b"=",
+            b"\n",
+            b"#",
+            b"'''",
+            b"\"\"\"",
+            b"{",
+            b"}",
+            b",",
+            b"\\",
+            b"\xff",
+            b"0",
+            b"-1",
+            b"1e309",
+            b"true",
+            b"[[token]]\n",
+        ];
+        let mut out = text.to_vec();
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(out.len() + 1);
+            match rng.below(5) {
+                0 => out.truncate(at),
+                1 if at < out.len() => out[at] = (rng.next() & 0xff) as u8,
+                2 => {
+                    let piece = PIECES[rng.below(PIECES.len())];
+                    out.splice(at..at, piece.iter().copied());
+                }
+                3 => {
+                    let end = (at + rng.below(40)).min(out.len());
+                    let copy = out[at..end].to_vec();
+                    out.splice(at..at, copy);
+                }
+                _ => {
+                    let end = (at + rng.below(20)).min(out.len());
+                    out.drain(at..end);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn no_config_text_panics_the_parser() {
+        let base = tests::GOOD.as_bytes().to_vec();
+        let example = include_str!("../ci-templates/example.toml").as_bytes().to_vec();
+        let mut rng = Rng::new(0x0c0f_f1e5);
+        let (mut ok, mut err) = (0, 0);
+        for i in 0..4000 {
+            let seed = if i % 2 == 0 { &base } else { &example };
+            let text = mutate(&mut rng, seed);
+            let text = String::from_utf8_lossy(&text);
+            match Config::parse(Path::new("patrol.toml"), &text) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(e.to_string().contains("patrol.toml"), "case {i}: an error that names no file: {e}");
+                    err += 1;
+                }
+            }
+        }
+        println!("config parser: 4000 mutated configs, {ok} accepted, {err} refused with a located error");
+        assert!(ok > 0 && err > 0, "the mutations reached both outcomes ({ok} ok, {err} errors)");
     }
 }

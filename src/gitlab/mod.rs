@@ -462,8 +462,13 @@ fn check(method: &Method, path: &str, answer: Answer) -> Result<Answer, GitlabEr
     Err(GitlabError::Status { status, method: method.to_string(), path: path.into(), message, retry_after })
 }
 
-/// GitLab's error text from any of its body shapes (§5.4), or the start of a non-JSON body.
+/// GitLab's error text from any of its body shapes (§5.4), or the start of a non-JSON body;
+/// at most 200 characters, whatever the body.
 fn error_text(body: &[u8]) -> String {
+    truncate(&full_error_text(body))
+}
+
+fn full_error_text(body: &[u8]) -> String {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => {
             let flatten = |m: &Value| match m {
@@ -534,6 +539,35 @@ impl Classify for serde_json::Error {
 mod tests {
     use super::*;
 
+    /// Every type that holds a secret redacts it in `Debug` (plain and pretty).
+    #[test]
+    fn debug_of_every_secret_holding_type_redacts_it() {
+        use super::model::{ApiVariable, IssuedToken};
+        use rand::distr::{Alphanumeric, SampleString};
+        for _ in 0..50 {
+            let secret = format!("glpat-{}", Alphanumeric.sample_string(&mut rand::rng(), 20));
+            let client =
+                Client::new("http://127.0.0.1:1/api/v4", Secret::new(secret.clone()), ClientOptions::default())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            let issued: IssuedToken = serde_json::from_value(serde_json::json!({
+                "id": 1, "name": "n", "revoked": false, "active": true, "scopes": ["api"], "token": secret
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+            let variable: ApiVariable = serde_json::from_value(serde_json::json!({
+                "key": "K", "value": secret, "protected": false, "masked": true, "hidden": false, "raw": false,
+                "environment_scope": "*", "variable_type": "env_var"
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(issued.secret.same_as(&secret) && variable.value.as_ref().is_some_and(|v| v.same_as(&secret)));
+            let shown = format!(
+                "{client:?} {client:#?} {issued:?} {issued:#?} {variable:?} {variable:#?} {:?}",
+                client.with_credential(Secret::new(secret.clone()))
+            );
+            assert!(!shown.contains(&secret[6..]), "{shown}");
+            assert!(shown.contains("REDACTED"));
+        }
+    }
+
     #[test]
     fn error_text_reads_every_gitlab_shape() {
         assert_eq!(error_text(br#"{"message":"404 Variable Not Found"}"#), "404 Variable Not Found");
@@ -549,5 +583,61 @@ mod tests {
     #[test]
     fn paths_are_encoded_as_one_segment() {
         assert_eq!(encode("group/sub group/proj.x_y-z"), "group%2Fsub%20group%2Fproj.x_y-z");
+    }
+}
+
+/// Property: no answer makes decoding panic. GitLab's documented bodies, mutated (cut short,
+/// bytes flipped, types swapped), must each decode or give a `Decode` error naming the request.
+#[cfg(test)]
+mod fuzz {
+    use super::model::{ApiPipeline, ApiToken, ApiUser, ApiVariable, IssuedToken};
+    use super::*;
+    use crate::config::fuzz::{mutate, Rng};
+
+    const BODIES: &[&str] = &[
+        include_str!("../../tests/fixtures/list_project_access_tokens.json"),
+        include_str!("../../tests/fixtures/rotate_project_access_token.json"),
+        include_str!("../../tests/fixtures/create_project_variable.json"),
+        include_str!("../../tests/fixtures/list_project_pipelines.json"),
+        include_str!("../../tests/fixtures/list_personal_access_tokens.json"),
+        include_str!("../../tests/fixtures/error_400_validation.json"),
+    ];
+
+    fn all_shapes(body: &[u8]) -> usize {
+        let m = Method::GET;
+        [
+            decode::<Vec<ApiToken>>(&m, "/x", body).is_ok(),
+            decode::<IssuedToken>(&m, "/x", body).is_ok(),
+            decode::<ApiVariable>(&m, "/x", body).is_ok(),
+            decode::<Vec<ApiPipeline>>(&m, "/x", body).is_ok(),
+            decode::<Vec<ApiUser>>(&m, "/x", body).is_ok(),
+        ]
+        .into_iter()
+        .filter(|ok| *ok)
+        .count()
+    }
+
+    #[test]
+    fn no_answer_panics_the_decoder() {
+        let originals: usize = BODIES.iter().map(|b| all_shapes(b.as_bytes())).sum();
+        assert!(originals >= 4, "the documented bodies decode ({originals})");
+        let mut rng = Rng::new(0xdec0de);
+        let (mut decoded, mut refused) = (0, 0);
+        for i in 0..6000 {
+            let body = mutate(&mut rng, BODIES[i % BODIES.len()].as_bytes());
+            let n = all_shapes(&body);
+            decoded += n;
+            refused += 5 - n;
+            // Error texts are built from any body too.
+            let text = error_text(&body);
+            assert!(text.chars().count() <= 201, "case {i}: an unbounded error text");
+            let e = decode::<Vec<ApiToken>>(&Method::GET, "/projects/1/access_tokens", &body);
+            if let Err(GitlabError::Decode { path, detail, .. }) = e {
+                assert_eq!(path, "/projects/1/access_tokens");
+                assert!(detail.contains("line"), "case {i}: {detail}");
+            }
+        }
+        println!("answer decoding: 6000 mutated answers x 5 shapes, {decoded} decoded, {refused} refused");
+        assert!(decoded > 0 && refused > 0);
     }
 }

@@ -25,6 +25,11 @@ pub enum FaultAction {
     CommitThenHang,
     /// Answer 429 with `Retry-After`, as GitLab's throttle does (§5.3); nothing is changed.
     RateLimited { retry_after_secs: u64 },
+    /// Answer with this body, as a proxy in front of GitLab or a broken answer might (an HTML
+    /// page, truncated JSON, a redirect with `location`); nothing is changed.
+    Respond { status: u16, content_type: String, body: String, location: Option<String> },
+    /// Answer 200 with a JSON array this many bytes long; nothing is changed.
+    Oversized { bytes: usize },
 }
 
 /// Which requests a fault applies to.

@@ -445,6 +445,21 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
                 Reply { status: 429, body: ReplyBody::Text("Retry later\n".into()), headers: Vec::new() }
                     .with_header("retry-after", retry_after_secs.to_string()),
             ),
+            FaultAction::Respond { status, content_type, body, location } => {
+                let mut reply = Reply { status: *status, body: ReplyBody::Text(body.clone()), headers: Vec::new() }
+                    .with_header("content-type", content_type.clone());
+                if let Some(to) = location {
+                    reply = reply.with_header("location", to.clone());
+                }
+                Some(reply)
+            }
+            FaultAction::Oversized { bytes } => {
+                let body = format!("[{}{{}}]", "{},".repeat(bytes.saturating_sub(4) / 3));
+                Some(
+                    Reply { status: 200, body: ReplyBody::Text(body), headers: Vec::new() }
+                        .with_header("content-type", "application/json"),
+                )
+            }
             FaultAction::Hang => {
                 record(&shared, &req, 0, None, Some(action));
                 std::future::pending::<()>().await;
@@ -517,7 +532,11 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
         if let (Ok(name), Ok(value)) =
             (hyper::header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value))
         {
-            headers.append(name, value);
+            if name == CONTENT_TYPE {
+                headers.insert(name, value);
+            } else {
+                headers.append(name, value);
+            }
         }
     }
     response

@@ -7,6 +7,8 @@ use serde_json::{json, Map, Value};
 use std::path::Path;
 use yaml_rust2::{Yaml, YamlLoader};
 
+mod supply_chain;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

@@ -389,3 +389,18 @@ async fn ci_debug_trace_stops_patrol_before_it_contacts_gitlab_unless_allowed() 
     let offline = u.patrol_with(&["validate"], &[("CI_DEBUG_TRACE", "true")]).await;
     assert_eq!(offline.code, 0, "validate contacts nothing, so it runs");
 }
+
+#[tokio::test]
+async fn json_logs_at_trace_level_are_json_lines_and_carry_no_secret() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    // The leak scan in `patrol_with` covers these lines, base64 forms included.
+    let run = u.patrol_with(&["rotate"], &[("PATROL_LOG_FORMAT", "json"), ("PATROL_LOG", "trace")]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 50, "trace level logs every request: {}", lines.len());
+    for line in &lines {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok_and(|v| v["level"].is_string()), "not a JSON log line: {line}");
+    }
+    assert!(lines.iter().any(|l| l.contains("\"TRACE\"")), "trace events are included");
+}

@@ -110,6 +110,10 @@ impl Universe {
             w.issues.iter().map(|i| format!("{}\n{}\n{}\n", i.title, i.description, i.notes.join("\n"))).collect()
         });
         let secrets: std::collections::HashSet<String> = self.sim.issued_secrets().into_iter().collect();
+        // Secrets travel in headers and bodies only: never in a URL (the simulator blanks a
+        // `private_token` parameter in its log, so its presence alone is the leak).
+        let urls: String = self.sim.requests().iter().map(|r| format!("{}?{}\n", r.path, r.query)).collect();
+        assert!(!urls.contains("private_token"), "a secret travelled in a URL");
         let encoded: std::collections::HashSet<String> =
             secrets.iter().flat_map(|s| base64_cores(s)).map(|core| core[..16].to_owned()).collect();
         for (what, text) in [
@@ -118,6 +122,7 @@ impl Universe {
             ("report", &report),
             ("junit", &run.junit),
             ("issues", &issues),
+            ("a request URL", &urls),
         ] {
             for (at, _) in text.match_indices("glpat-") {
                 let candidate = text.get(at..at + 26).unwrap_or("");

@@ -1,5 +1,6 @@
 //! The rotation engine end to end: the real `patrol` binary against the simulator.
 
+mod bad_answers;
 mod concurrency;
 mod efficiency;
 mod engine;
