@@ -180,15 +180,84 @@ async fn work(
         })?;
     }
 
-    let issued = obtain(client, me, &resource, target, today + Days::days(target.expires_in_days), report).await?;
+    // One self-rotation at a time: a second run rotating with the same, by then revoked, secret
+    // would make GitLab revoke the whole family (§1.5), the first run's new token included.
+    let lock_id = format!("self {}", target.var);
+    let lease = options.write_budget * 2 + Duration::from_secs(600);
+    let held = match super::lock::acquire(client, &super::lock::RunId::new(), &lock_id, &holder, lease).await {
+        Ok(Ok(held)) => held,
+        Ok(Err(busy)) => return Err(busy),
+        Err(e) => {
+            return Err(format!(
+                "cannot take patrol's lock (the CI/CD variable {} of project {}): {e}. Nothing was changed; run again.",
+                super::lock::key(&lock_id),
+                target.project
+            ))
+        }
+    };
+    // The credential that can still delete the lock: the new one once the old is revoked.
+    let mut acting = client.clone();
+    let result =
+        locked(client, &mut acting, &held, me, &resource, target, options, &variable, &existing, &label, report).await;
+    if let Err(e) = super::lock::release(&acting, &held).await {
+        tracing::warn!(lock = %held.key, error = %e, "could not remove the lock; it expires by itself");
+    }
+    let fresh = result?;
+    report.outcome = Outcome::Rotated;
+
+    let mut failures = Vec::new();
+    for out in &mut report.pipelines {
+        retry_latest(&fresh, out).await;
+        if let Some(e) = &out.error {
+            failures.push(e.clone());
+        }
+    }
+    if !failures.is_empty() {
+        return Err(format!("{}. The token itself was stored and verified.", failures.join("; ")));
+    }
+    Ok(())
+}
+
+/// Under the lock: checks the token is still this job's, rotates, stores and verifies. Returns
+/// the client acting as the new token; `acting` follows the credential that works.
+#[allow(clippy::too_many_arguments)]
+async fn locked(
+    client: &Client,
+    acting: &mut Client,
+    held: &super::lock::Held,
+    me: &ApiToken,
+    resource: &SelfResource,
+    target: &SelfTarget,
+    options: &Options,
+    variable: &VariableTarget,
+    existing: &ApiVariable,
+    label: &str,
+    report: &mut TokenReport,
+) -> Result<Client, String> {
+    // Another run may have rotated it between this job's first look and the lock. Asking with
+    // the old secret on a non-rotation endpoint is safe: a revoked token just gets 401 (§1.5).
+    match client.token_self(client.credential()).await {
+        Ok(t) if t.active && t.id == me.id => {}
+        Ok(_) | Err(_) => {
+            return Err(format!(
+                "token {} stopped working after this job read it: another run has probably just rotated it. Nothing was changed by this run; the variable {label} holds whatever that run stored.",
+                me.id
+            ))
+        }
+    }
+    let today = options.today;
+    let issued = obtain(client, me, resource, target, today + Days::days(target.expires_in_days), report).await?;
     report.after = Some(After { token_id: issued.token.id, expires_at: issued.token.expires_at });
     tracing::info!(new_token = issued.token.id, expires_at = ?issued.token.expires_at, "new secret issued");
 
     // From here on the old secret is revoked: act as the new token.
     let fresh = client.with_credential(issued.secret.clone());
-    if let Err(e) = store(&fresh, &variable, &existing, &issued, options.write_budget).await {
+    *acting = fresh.clone();
+    if let Err(e) = store(&fresh, variable, existing, &issued, options.write_budget).await {
         report.variables[0].outcome = VariableOutcome::Failed;
         report.variables[0].error = Some(e.to_string());
+        // Remove the lock while a credential that may do so still exists.
+        let _ = super::lock::release(&fresh, held).await;
         let revoked = fresh.revoke_self().await.is_ok();
         return Err(format!(
             "token {} was rotated into token {}, but the new secret could not be stored in {label} after retrying for {} s: {e}. The old token is revoked and the new secret existed only in this job, so {}. A person must {}",
@@ -215,7 +284,7 @@ async fn work(
     }
     if !existing.hidden {
         let now = fresh
-            .variable(&holder, &target.var, &target.environment_scope)
+            .variable(&variable.holder, &target.var, &target.environment_scope)
             .await
             .map_err(|e| format!("cannot read back {label} to verify it: {e}"))?;
         if !now.and_then(|v| v.value).is_some_and(|v| issued.secret.same_as(v.expose())) {
@@ -224,19 +293,7 @@ async fn work(
             ));
         }
     }
-    report.outcome = Outcome::Rotated;
-
-    let mut failures = Vec::new();
-    for out in &mut report.pipelines {
-        retry_latest(&fresh, out).await;
-        if let Some(e) = &out.error {
-            failures.push(e.clone());
-        }
-    }
-    if !failures.is_empty() {
-        return Err(format!("{}. The token itself was stored and verified.", failures.join("; ")));
-    }
-    Ok(())
+    Ok(fresh)
 }
 
 /// Rotates once; on a lost answer, asks GitLab (as the old token) whether the rotation happened.

@@ -274,3 +274,27 @@ async fn self_rotation_needs_its_project_and_its_variable() {
         u.patrol_with(&["rotate", "--self", "APP_TOKEN", "--only", "x"], &[("APP_TOKEN", APP_SECRET)]).await;
     assert_eq!(with_only.code, 2, "{}", with_only.stderr);
 }
+
+#[tokio::test]
+async fn two_jobs_renewing_one_token_at_once_never_revoke_its_family() {
+    for round in 0..8 {
+        let u = universe(3).await;
+        u.sim.set_latency(std::time::Duration::from_millis(2 + round % 3));
+        // Two jobs that both started with the same secret in $APP_TOKEN.
+        let (a, b) = tokio::join!(self_rotate(&u, APP_SECRET, &[]), self_rotate(&u, APP_SECRET, &[]));
+        assert!(u.sim.reuse_detections().is_empty(), "round {round}: the family was revoked");
+        let rotated = [&a, &b].iter().filter(|r| r.code == 0 && r.report["tokens"][0]["outcome"] == "rotated").count();
+        assert_eq!(rotated, 1, "round {round}: exactly one job renews it\n{}\n{}", tail(&a.stderr), tail(&b.stderr));
+        let loser = if a.code == 0 { &b } else { &a };
+        assert!(matches!(loser.code, 1 | 3), "round {round}: {}", tail(&loser.stderr));
+        let now = u.active("app-ci");
+        assert_eq!(now.len(), 1, "round {round}");
+        assert_eq!(
+            u.variable_holds("APP_TOKEN", "*"),
+            Some(now[0]),
+            "round {round}: the variable holds the live token"
+        );
+        let locks = u.sim.with_world(|w| w.variables.iter().filter(|v| v.key.starts_with("PATROL_LOCK_")).count());
+        assert_eq!(locks, 0, "round {round}: no lock left");
+    }
+}
