@@ -24,6 +24,9 @@ pub struct RunId {
     pub id: String,
     pub host: String,
     pub pid: u32,
+    /// In GitLab CI: `<CI_PROJECT_ID>/<CI_JOB_ID>`, so that a run on another host can ask GitLab
+    /// whether this job is still running.
+    pub job: Option<String>,
 }
 
 impl RunId {
@@ -35,7 +38,13 @@ impl RunId {
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
             .unwrap_or_else(|| "unknown".into());
-        RunId { id, host, pid: std::process::id() }
+        let job = match (std::env::var("CI_PROJECT_ID"), std::env::var("CI_JOB_ID")) {
+            (Ok(p), Ok(j)) if !p.is_empty() && j.parse::<u64>().is_ok() && !p.contains(char::is_whitespace) => {
+                Some(format!("{p}/{j}"))
+            }
+            _ => None,
+        };
+        RunId { id, host, pid: std::process::id(), job }
     }
 }
 
@@ -59,6 +68,8 @@ pub struct Owner {
     pub host: String,
     pub pid: Option<u32>,
     pub until: Option<DateTime<Utc>>,
+    /// `<project id>/<job id>` of the GitLab CI job that holds it, if any.
+    pub job: Option<(String, u64)>,
 }
 
 /// `PATROL_LOCK_` and the token id in the characters a key allows (§3.1), with a hash of the
@@ -75,8 +86,9 @@ pub fn key(token_id: &str) -> String {
 }
 
 pub fn value(run: &RunId, until: DateTime<Utc>) -> String {
+    let job = run.job.as_ref().map(|j| format!(" job={j}")).unwrap_or_default();
     format!(
-        "patrol run={} host={} pid={} until={}",
+        "patrol run={} host={} pid={} until={}{job}",
         run.id,
         run.host,
         run.pid,
@@ -94,6 +106,10 @@ pub fn parse(value: &str) -> Option<Owner> {
         host: field("host").unwrap_or_default(),
         pid: field("pid").and_then(|p| p.parse().ok()),
         until: field("until").and_then(|u| DateTime::parse_from_rfc3339(&u).ok()).map(|d| d.with_timezone(&Utc)),
+        job: field("job").and_then(|j| {
+            let (project, job) = j.rsplit_once('/')?;
+            Some((project.to_owned(), job.parse().ok()?))
+        }),
     })
 }
 
@@ -104,6 +120,23 @@ pub fn stale(owner: &Owner, me: &RunId, now: DateTime<Utc>) -> bool {
         return true;
     }
     owner.host == me.host && owner.pid.is_some_and(|pid| !process_alive(pid))
+}
+
+/// Whether the lock names a GitLab CI job on another host that GitLab says has finished: that
+/// job's container is gone, so its lock is stale before its lease ends. Any doubt (no job, no
+/// access, no answer) keeps the lock.
+async fn job_over(client: &Client, owner: &Owner, me: &RunId) -> bool {
+    let Some((project, job)) = &owner.job else { return false };
+    if owner.host == me.host {
+        return false;
+    }
+    match client.job_status(project, *job).await {
+        Ok(status) => matches!(status.as_str(), "success" | "failed" | "canceled" | "skipped"),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the lock holder's job; keeping the lock");
+            false
+        }
+    }
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -167,7 +200,7 @@ pub async fn acquire(
         let owner = current.value.as_ref().and_then(|v| parse(v.expose()));
         match &owner {
             Some(o) if o.run == me.id => return Ok(Ok(Held { holder: holder.clone(), key })),
-            Some(o) if stale(o, me, Utc::now()) => {
+            Some(o) if stale(o, me, Utc::now()) || job_over(client, o, me).await => {
                 tracing::warn!(token = token_id, lock = %key, holder_run = %o.run, "taking over a stale lock");
                 release(client, &Held { holder: holder.clone(), key: key.clone() }).await?;
             }
@@ -191,7 +224,7 @@ mod tests {
     use super::*;
 
     fn me() -> RunId {
-        RunId { id: "abc".into(), host: "h1".into(), pid: std::process::id() }
+        RunId { id: "abc".into(), host: "h1".into(), pid: std::process::id(), job: Some("12/345".into()) }
     }
 
     #[test]
@@ -213,6 +246,7 @@ mod tests {
         let Some(owner) = owner else { panic!("unparsable") };
         assert_eq!(owner.run, "abc");
         assert_eq!(owner.pid, Some(std::process::id()));
+        assert_eq!(owner.job, Some(("12".to_string(), 345)));
         assert!(!stale(&owner, &me(), now), "alive, within its lease");
         assert!(stale(&owner, &me(), until), "lease over");
         let dead = Owner { pid: Some(u32::MAX - 1), ..owner.clone() };

@@ -259,6 +259,8 @@ pub struct World {
     pub variables: Vec<Variable>,
     pub pipelines: BTreeMap<Id, Pipeline>,
     pub issues: Vec<Issue>,
+    /// CI jobs by id: their project and status (§4), set by tests that need a job's state.
+    pub jobs: BTreeMap<Id, (Id, String)>,
     pub requests: Vec<RequestRecord>,
     pub reuse_detections: Vec<ReuseDetection>,
     /// Every secret ever issued, in order, so tests can scan output for leaks.
@@ -303,6 +305,7 @@ impl World {
             variables: Vec::new(),
             pipelines: BTreeMap::new(),
             issues: Vec::new(),
+            jobs: BTreeMap::new(),
             requests: Vec::new(),
             reuse_detections: Vec::new(),
             issued_secrets: Vec::new(),

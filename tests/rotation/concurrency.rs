@@ -37,7 +37,9 @@ async fn two_runs_started_together_rotate_each_token_once() {
         let u = Universe::new(fleet(), FLEET_CONFIG).await;
         // A few milliseconds per request keeps both runs inside each other's windows.
         u.sim.set_latency(Duration::from_millis(3 + round as u64 % 4));
-        let (a, b) = tokio::join!(u.patrol(&["rotate"]), u.patrol(&["rotate"]));
+        // Timeouts are not under test here: a loaded machine must not turn into lost answers.
+        let slow = [("PATROL_TIMEOUT", "20")];
+        let (a, b) = tokio::join!(u.patrol_with(&["rotate"], &slow), u.patrol_with(&["rotate"], &slow));
         for run in [&a, &b] {
             assert!(matches!(run.code, 0 | 1), "round {round}: exit {}\n{}", run.code, tail(&run.stderr));
         }
@@ -128,4 +130,37 @@ async fn a_live_runs_lock_is_respected_and_a_dead_or_expired_one_is_taken_over()
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
     assert!(locks_left(&u).is_empty());
     assert!(u.sim.reuse_detections().is_empty());
+}
+
+#[tokio::test]
+async fn a_lock_from_a_ci_job_elsewhere_holds_while_the_job_runs_and_not_after() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    let project = u.sim.with_world(|w| w.project_by_path("sec/app").map(|p| p.id)).unwrap_or_default();
+    u.sim.with_world(|w| w.jobs.insert(77, (project, "running".into())));
+    // A run in another container, whose process patrol cannot see, with most of its lease left.
+    let job = lock::RunId {
+        id: "0123456789abcdef".into(),
+        host: "runner-container-1".into(),
+        pid: 7,
+        job: Some(format!("{project}/77")),
+    };
+    lock_variable(&u, "project", lock::value(&job, chrono::Utc::now() + chrono::Duration::minutes(15)));
+    let old = u.active("app-ci");
+
+    let run = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.report["tokens"][0]["error"].as_str().is_some_and(|e| e.contains("runner-container-1")),
+        "{}",
+        run.report
+    );
+    assert_eq!(u.active("app-ci"), old, "left alone while the job runs");
+
+    // The job was killed: GitLab shows it failed, so its lock is stale at once.
+    u.sim.with_world(|w| w.jobs.insert(77, (project, "failed".into())));
+    let run = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert_eq!(outcomes(&run), vec![("project".to_string(), "rotated".to_string())]);
+    assert!(locks_left(&u).is_empty());
+    assert!(u.sim.requests().iter().any(|r| r.path == format!("/api/v4/projects/{project}/jobs/77")));
 }

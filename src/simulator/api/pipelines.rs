@@ -127,6 +127,15 @@ pub fn get(ctx: &mut Ctx, project: &str, id: Id) -> ApiResult {
     Ok(Reply::json(200, full_json(ctx.world, pipeline(ctx, project, id)?)))
 }
 
+/// `GET /projects/:id/jobs/:job_id` (§4): the job's id and status (Reporter).
+pub fn job(ctx: &mut Ctx, project: &str, id: Id) -> ApiResult {
+    let project = project_at(ctx, project, REPORTER)?;
+    match ctx.world.jobs.get(&id) {
+        Some((p, status)) if *p == project => Ok(Reply::json(200, json!({ "id": id, "status": status }))),
+        _ => Err(Reply::not_found("Job")),
+    }
+}
+
 /// Retries failed or canceled jobs; a pipeline with none is left as it is (§4).
 pub fn retry(ctx: &mut Ctx, project: &str, id: Id) -> ApiResult {
     let project = project_at(ctx, project, DEVELOPER)?;
