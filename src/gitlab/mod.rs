@@ -488,7 +488,7 @@ fn full_error_text(body: &[u8]) -> String {
                 (Some(m), _, _) => flatten(m),
                 (None, Some(e), Some(d)) => format!("{}: {}", flatten(e), flatten(d)),
                 (None, Some(e), None) => flatten(e),
-                _ => truncate(&String::from_utf8_lossy(body)),
+                _ => String::from_utf8_lossy(body).into_owned(),
             }
         }
         Err(_) => {
@@ -496,7 +496,7 @@ fn full_error_text(body: &[u8]) -> String {
             if text.trim_start().starts_with('<') {
                 "an HTML page instead of GitLab's JSON (a proxy or login page?)".into()
             } else {
-                truncate(text.trim())
+                text.trim().to_owned()
             }
         }
     }
