@@ -48,7 +48,7 @@ fn fleet(n: usize) -> (Seed, String) {
     let mut config = String::with_capacity(n * 200);
     for k in 0..owners {
         seed.users.push(SeedUser { username: format!("owner-{k}"), ..Default::default() });
-        seed.projects.push(SeedProject { path: format!("fleet/p{k}"), ci_uses: vec![] });
+        seed.projects.push(SeedProject { path: format!("fleet/p{k}"), ..Default::default() });
     }
     for i in 0..n {
         let k = i / 10;

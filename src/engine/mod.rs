@@ -698,13 +698,16 @@ impl Engine {
     ) -> Result<(IssuedToken, Vec<String>), Failure> {
         let before = self.list_named(home, &t.name).await?.iter().map(|x| x.id).max().unwrap_or(0);
         let mut expires_at = expires_at;
+        let mut notes = vec!["created a new token".to_owned()];
         for _ in 0..3 {
             let error = match self.client.create_token(home, &t.name, scopes, expires_at, description).await {
-                Ok(issued) => return Ok((issued, vec!["created a new token".into()])),
+                Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
             };
-            if error.status() == Some(400) {
+            // A user's or service account's token answers 422, a project's or group's 400 (§11).
+            if matches!(error.status(), Some(400 | 422)) {
                 if let Some(limit) = limit_from(error.message()).filter(|l| *l < expires_at) {
+                    notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
                     expires_at = limit;
                     continue;
                 }
@@ -774,7 +777,20 @@ impl Engine {
                 }
                 Err(e) if exists && e.status() == Some(404) => exists = false,
                 Err(e) if !exists && e.status() == Some(400) && e.message().contains("has already been taken") => {
-                    exists = true
+                    // Someone created it meanwhile. Update it only once it is seen in this scope:
+                    // a group variable's PUT on an unseen scope lands in another one (§11).
+                    match self.client.variable(&v.holder, &v.key, &v.environment_scope).await {
+                        Ok(Some(found)) => {
+                            s.existing = Some(found);
+                            exists = true;
+                        }
+                        Ok(None) => return Err(e),
+                        Err(read) => {
+                            if !pause.before_retry(&read, &label(v)).await {
+                                return Err(read);
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     if !pause.before_retry(&e, &label(v)).await {
@@ -928,6 +944,12 @@ impl Engine {
                 pipeline
             }
             Ok(None) => return out,
+            Err(e) if e.ref_not_found() => {
+                out.error = Some(format!(
+                    "no pipeline was started: the ref {reference:?} does not exist in {project} (GitLab: {e}). Fix `ref` of this pipeline in the config, or create the branch."
+                ));
+                return out;
+            }
             Err(e) => {
                 out.error = Some(format!("the pipeline on {project} {reference} could not be started: {e}"));
                 return out;

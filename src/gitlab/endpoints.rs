@@ -218,6 +218,10 @@ impl Client {
     }
 
     /// Partial `PUT` of a variable in one environment scope (§3.1): only what `body` names changes.
+    ///
+    /// Call it only for a variable seen in that scope: a group variable's `PUT` whose filter names
+    /// a scope that does not exist updates the key in another scope (§11). The answer is the
+    /// stored variable, so a `PUT` that landed elsewhere all the same is an `Unexpected` error.
     pub async fn update_variable(
         &self,
         holder: &Holder,
@@ -226,12 +230,38 @@ impl Client {
         body: &Value,
     ) -> Result<(), GitlabError> {
         let path = format!("{}/{}", holder_path(holder), encode(key));
-        self.request(None, Method::PUT, &path, &[(FILTER, scope.into())], Some(body)).await.map(|_| ())
+        let stored: ApiVariable = self.json(None, Method::PUT, &path, &[(FILTER, scope.into())], Some(body)).await?;
+        if stored.key != key || stored.environment_scope != scope {
+            return Err(GitlabError::Unexpected {
+                method: "PUT".into(),
+                path,
+                detail: format!(
+                    "asked to update {key} in environment scope {scope:?}, GitLab updated {} in scope {:?}; check that variable's value in GitLab",
+                    stored.key, stored.environment_scope
+                ),
+            });
+        }
+        Ok(())
     }
 
-    /// `POST …/variables` (§3.1). Not retried here: the caller re-checks on a lost answer.
+    /// `POST …/variables` (§3.1). Not retried here: the caller re-checks on a lost answer. A
+    /// variable GitLab stored in another environment scope than asked (a group's on a tier
+    /// without scoped group variables drops the scope, §11) is an `Unexpected` error.
     pub async fn create_variable(&self, holder: &Holder, body: &Value) -> Result<(), GitlabError> {
-        self.request(None, Method::POST, &holder_path(holder), &[], Some(body)).await.map(|_| ())
+        let path = holder_path(holder);
+        let stored: ApiVariable = self.json(None, Method::POST, &path, &[], Some(body)).await?;
+        let asked = body.get("environment_scope").and_then(Value::as_str).unwrap_or("*");
+        if stored.environment_scope != asked {
+            return Err(GitlabError::Unexpected {
+                method: "POST".into(),
+                path,
+                detail: format!(
+                    "asked to create {} in environment scope {asked:?}, GitLab stored it in scope {:?} (a group without scoped variables, as on GitLab Free, drops the scope); use environment_scope = \"*\" for it in the config",
+                    stored.key, stored.environment_scope
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// A CI job's status: `GET /projects/:id/jobs/:job_id` (§4).
@@ -273,13 +303,13 @@ impl Client {
         self.json(None, Method::POST, &path, &[], None).await
     }
 
-    /// The open issues of a project carrying every one of `labels` (§11).
+    /// The open issues of a project carrying every one of `labels` (§15).
     pub async fn open_issues(&self, project: &str, labels: &[String]) -> Result<Vec<ApiIssue>, GitlabError> {
         let path = format!("/projects/{}/issues", encode(project));
         self.all(&path, &[("state", "opened".into()), ("labels", labels.join(","))]).await
     }
 
-    /// `POST /projects/:id/issues` → 201 (§11). Not retried: a lost answer is found by title on
+    /// `POST /projects/:id/issues` → 201 (§15). Not retried: a lost answer is found by title on
     /// the next run, so at worst one duplicate issue.
     pub async fn create_issue(
         &self,
@@ -293,13 +323,13 @@ impl Client {
         self.json(None, Method::POST, &path, &[], Some(&body)).await
     }
 
-    /// `POST /projects/:id/issues/:iid/notes` → 201 (§11).
+    /// `POST /projects/:id/issues/:iid/notes` → 201 (§15).
     pub async fn comment_issue(&self, project: &str, iid: u64, body: &str) -> Result<(), GitlabError> {
         let path = format!("/projects/{}/issues/{iid}/notes", encode(project));
         self.request(None, Method::POST, &path, &[], Some(&json!({ "body": body }))).await.map(|_| ())
     }
 
-    /// `PUT /projects/:id/issues/:iid` with `state_event=close` → 200 (§11).
+    /// `PUT /projects/:id/issues/:iid` with `state_event=close` → 200 (§15).
     pub async fn close_issue(&self, project: &str, iid: u64) -> Result<(), GitlabError> {
         let path = format!("/projects/{}/issues/{iid}", encode(project));
         self.request(None, Method::PUT, &path, &[], Some(&json!({ "state_event": "close" }))).await.map(|_| ())

@@ -32,6 +32,10 @@ pub enum GitlabError {
     Status { status: u16, method: String, path: String, message: String, retry_after: Option<Duration> },
     #[error("GitLab's answer to {method} {path} could not be read: {detail}")]
     Decode { method: String, path: String, detail: String },
+    /// GitLab carried out something other than what was asked (§11: a group variable's `PUT`
+    /// can land in another environment scope).
+    #[error("GitLab's answer to {method} {path} shows it did something else: {detail}")]
+    Unexpected { method: String, path: String, detail: String },
 }
 
 impl GitlabError {
@@ -47,7 +51,7 @@ impl GitlabError {
         match self {
             GitlabError::Transport { .. } => true,
             GitlabError::Status { status, .. } => *status >= 500 || *status == 429,
-            GitlabError::Decode { .. } => false,
+            GitlabError::Decode { .. } | GitlabError::Unexpected { .. } => false,
         }
     }
 
@@ -55,13 +59,24 @@ impl GitlabError {
     pub fn message(&self) -> &str {
         match self {
             GitlabError::Status { message, .. } => message,
-            GitlabError::Transport { detail, .. } | GitlabError::Decode { detail, .. } => detail,
+            GitlabError::Transport { detail, .. }
+            | GitlabError::Decode { detail, .. }
+            | GitlabError::Unexpected { detail, .. } => detail,
         }
     }
 
-    /// Whether a write may have happened although no success was seen.
+    /// A pipeline create refused because the branch or tag does not exist (§11: 400, the
+    /// pipeline's validation error `Reference not found`).
+    pub fn ref_not_found(&self) -> bool {
+        self.status() == Some(400) && self.message().contains("Reference not found")
+    }
+
+    /// Whether a write may have happened although no success was seen: no answer, a 5xx (a
+    /// proxy's, or GitLab's after it committed), or a success whose body could not be read (it
+    /// was cut short: GitLab committed, §11 "truncated answer").
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, GitlabError::Transport { .. }) || self.status().is_some_and(|s| s >= 500)
+        matches!(self, GitlabError::Transport { .. } | GitlabError::Decode { .. })
+            || self.status().is_some_and(|s| s >= 500)
     }
 }
 

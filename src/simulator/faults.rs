@@ -23,6 +23,13 @@ pub enum FaultAction {
     /// Perform the request, then never answer: the moment a test kills the client process
     /// (`Simulator::wait_held` says when it has come).
     CommitThenHang,
+    /// Hold the request without an answer, perform it `after_millis` after it arrived, then
+    /// close the connection: GitLab keeps working on a request after the client gave up, until
+    /// its request deadline (§12). `Simulator::wait_late_commits` says when it has committed.
+    CommitsLate { after_millis: u64 },
+    /// Perform the request, then answer a success with its JSON body cut to half its length,
+    /// as a connection lost mid-answer leaves it. A refusal is answered whole.
+    TruncatedAnswer,
     /// Answer 429 with `Retry-After`, as GitLab's throttle does (§5.3); nothing is changed.
     RateLimited { retry_after_secs: u64 },
     /// Answer with this body, as a proxy in front of GitLab or a broken answer might (an HTML

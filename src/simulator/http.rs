@@ -26,6 +26,8 @@ pub struct Shared {
     pub origin: String,
     /// How many requests were performed and then held without an answer (`CommitThenHang`).
     pub held: tokio::sync::watch::Sender<u32>,
+    /// How many `CommitsLate` requests have been performed.
+    pub late_commits: tokio::sync::watch::Sender<u32>,
 }
 
 /// Locks a mutex even if a handler panicked while holding it: the data is still usable for
@@ -98,9 +100,15 @@ impl Params {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) => match s.as_str() {
-                "true" | "1" | "yes" => Ok(Some(true)),
-                "false" | "0" | "no" => Ok(Some(false)),
+            // What Grape's Boolean coercion (dry-types) accepts, in any case (§11).
+            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+                "true" | "t" | "1" | "yes" | "y" | "on" => Ok(Some(true)),
+                "false" | "f" | "0" | "no" | "n" | "off" => Ok(Some(false)),
+                _ => Err(Reply::param_invalid(key)),
+            },
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(1) => Ok(Some(true)),
+                Some(0) => Ok(Some(false)),
                 _ => Err(Reply::param_invalid(key)),
             },
             Some(_) => Err(Reply::param_invalid(key)),
@@ -123,6 +131,13 @@ impl Params {
                     NaiveDate::parse_from_str(&s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
                 })
                 .map_err(|_| Reply::param_invalid(key)),
+        }
+    }
+
+    pub fn i64(&self, key: &str) -> Result<Option<i64>, Reply> {
+        match self.str(key) {
+            None => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|_| Reply::param_invalid(key)),
         }
     }
 
@@ -291,8 +306,18 @@ pub fn paginate(origin: &str, req: &Req, items: Vec<Value>) -> ApiResult {
 
 /// Like [`paginate`], turning only the items of the requested page into JSON.
 pub fn paginate_map<T>(origin: &str, req: &Req, items: Vec<T>, to_json: impl Fn(T) -> Value) -> ApiResult {
-    let page = req.params.u64("page")?.unwrap_or(1).max(1);
-    let per_page = req.params.u64("per_page")?.unwrap_or(20).clamp(1, 100);
+    // `per_page=0` is refused by Grape's `except_values: [0]`, and a page or page size below 1
+    // by `verify_pagination_params!` (§11); a page size above 100 is capped.
+    let invalid = |param: &str| Reply::json(400, json!({ "error": format!("{param} does not have a valid value") }));
+    let page = match req.params.i64("page")? {
+        Some(p) if p < 1 => return Err(invalid("page")),
+        p => p.unwrap_or(1) as u64,
+    };
+    let per_page = match req.params.i64("per_page")? {
+        Some(0) => return Err(Reply::json(400, json!({"error": "per_page has a value not allowed"}))),
+        Some(p) if p < 0 => return Err(invalid("per_page")),
+        p => p.unwrap_or(20).min(100) as u64,
+    };
     let total = items.len() as u64;
     let total_pages = total.div_ceil(per_page).max(1);
     let start = ((page - 1) * per_page) as usize;
@@ -434,6 +459,7 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
     }
     let mut drop_after = false;
     let mut hold_after = false;
+    let mut truncate = false;
     for action in &actions {
         let early = match action {
             FaultAction::Latency { millis } => {
@@ -473,6 +499,14 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
                 hold_after = true;
                 None
             }
+            FaultAction::TruncatedAnswer => {
+                truncate = true;
+                None
+            }
+            FaultAction::CommitsLate { after_millis } => {
+                commit_late(shared.clone(), req, *after_millis).await;
+                return Err(DropConnection);
+            }
         };
         if let Some(reply) = early {
             record(&shared, &req, reply.status, None, Some(action));
@@ -500,8 +534,38 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
         shared.held.send_modify(|n| *n += 1);
         std::future::pending::<()>().await;
     }
+    if truncate && (200..300).contains(&reply.status) {
+        record(&shared, &req, reply.status, token_id, Some(&FaultAction::TruncatedAnswer));
+        return Ok(to_response(truncated(reply)));
+    }
     record(&shared, &req, reply.status, token_id, None);
     Ok(to_response(reply))
+}
+
+/// Performs the request `after_millis` after it arrived, in a task of its own so that the
+/// client closing its connection does not stop it; the caller waits for it, then drops the
+/// connection without an answer.
+async fn commit_late(shared: Arc<Shared>, req: Req, after_millis: u64) {
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(after_millis)).await;
+        let (reply, token_id) = api::serve(&mut lock(&shared.world), &shared.origin, &req);
+        let fault = FaultAction::CommitsLate { after_millis };
+        record(&shared, &req, reply.status, token_id, Some(&fault));
+        shared.late_commits.send_modify(|n| *n += 1);
+    });
+    let _ = task.await;
+}
+
+/// The same answer with its body cut to half its length: no longer valid JSON.
+fn truncated(reply: Reply) -> Reply {
+    let text = match &reply.body {
+        ReplyBody::Json(v) => v.to_string(),
+        ReplyBody::Text(t) => t.clone(),
+        ReplyBody::Empty => String::new(),
+    };
+    let cut: String = text.chars().take(text.chars().count() / 2).collect();
+    Reply { status: reply.status, body: ReplyBody::Text(cut), headers: reply.headers }
+        .with_header("content-type", "application/json")
 }
 
 fn record(shared: &Shared, req: &Req, status: u16, token_id: Option<u64>, fault: Option<&FaultAction>) {

@@ -98,19 +98,23 @@ impl Simulator {
         seed: Seed,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Result<Simulator, SimulatorError> {
-        let world = seed.build()?;
+        let mut world = seed.build()?;
         let listener =
             TcpListener::bind(listen).await.map_err(|source| SimulatorError::Bind { addr: listen.into(), source })?;
         let addr = listener.local_addr().map_err(|source| SimulatorError::Bind { addr: listen.into(), source })?;
+        let origin = match tls {
+            Some(_) => format!("https://localhost:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
+        // GitLab's `web_url` fields carry its external URL (§11): here, where it listens.
+        world.settings.external_url = origin.clone();
         let shared = Arc::new(Shared {
             world: std::sync::Mutex::new(world),
             faults: std::sync::Mutex::new(faults::FaultSet::default()),
             limiter: std::sync::Mutex::new(RateLimiter::default()),
-            origin: match tls {
-                Some(_) => format!("https://localhost:{}", addr.port()),
-                None => format!("http://{addr}"),
-            },
+            origin,
             held: watch::channel(0).0,
+            late_commits: watch::channel(0).0,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, shared.clone(), stopped, tls));
@@ -163,6 +167,12 @@ impl Simulator {
     pub async fn wait_held(&self) {
         let mut held = self.shared.held.subscribe();
         let _ = held.wait_for(|n| *n > 0).await;
+    }
+
+    /// Waits until `n` requests held by `CommitsLate` faults have been performed.
+    pub async fn wait_late_commits(&self, n: u32) {
+        let mut done = self.shared.late_commits.subscribe();
+        let _ = done.wait_for(|count| *count >= n).await;
     }
 
     /// How many requests the throttle refused with 429.

@@ -28,6 +28,15 @@ pub struct Seed {
     pub frozen: bool,
     /// Maximum token lifetime in days (default 365).
     pub max_token_lifetime_days: Option<i64>,
+    /// Rotating an already-revoked token by id also revokes its family: the stricter reading,
+    /// off by default because GitLab's code only answers 400 (§11).
+    #[serde(default)]
+    pub revoked_rotate_revokes_family: bool,
+    /// `POST /admin/token` answers (§14); `false` as where its feature flag is off.
+    pub token_info_api: Option<bool>,
+    /// Group variables may carry an environment scope (Premium and up, the default); `false`
+    /// for a tier where the scope is dropped (§11).
+    pub scoped_group_variables: Option<bool>,
     #[serde(default)]
     pub users: Vec<SeedUser>,
     #[serde(default)]
@@ -59,6 +68,9 @@ pub struct SeedUser {
 #[serde(deny_unknown_fields)]
 pub struct SeedProject {
     pub path: String,
+    /// Branches and tags besides `main` and the seeded pipelines' refs.
+    #[serde(default)]
+    pub refs: Vec<String>,
     /// CI/CD variables the project's jobs read.
     #[serde(default)]
     pub ci_uses: Vec<String>,
@@ -195,6 +207,9 @@ impl Seed {
         if let Some(days) = self.max_token_lifetime_days {
             w.settings.max_token_lifetime_days = days;
         }
+        w.settings.revoked_rotate_revokes_family = self.revoked_rotate_revokes_family;
+        w.settings.token_info_api = self.token_info_api.unwrap_or(true);
+        w.settings.scoped_group_variables = self.scoped_group_variables.unwrap_or(true);
         for g in &self.groups {
             w.ensure_group(g);
         }
@@ -202,6 +217,7 @@ impl Seed {
             let id = w.ensure_project(&p.path);
             if let Some(project) = w.projects.get_mut(&id) {
                 project.ci_uses = p.ci_uses.clone();
+                project.refs.extend(p.refs.iter().cloned());
             }
         }
         for u in &self.users {
@@ -271,6 +287,9 @@ impl Seed {
                 .map(|x| (x.id, x.ci_uses.clone()))
                 .ok_or_else(|| SeedError::Invalid(format!("pipeline names unknown project {:?}", p.project)))?;
             let iid = w.pipelines.values().filter(|x| x.project == project.0).count() as Id + 1;
+            if let Some(x) = w.projects.get_mut(&project.0) {
+                x.refs.insert(p.ref_.clone());
+            }
             let (id, sha) = (w.next_id(), w.new_sha());
             let at = now - Duration::hours(1);
             w.pipelines.insert(
@@ -343,9 +362,21 @@ impl Seed {
             ],
             groups: vec!["security".into()],
             projects: vec![
-                SeedProject { path: "security/inventory-builder".into(), ci_uses: vec!["INVENTORY_API_TOKEN".into()] },
-                SeedProject { path: "security/scanner".into(), ci_uses: vec!["SCANNER_TOKEN".into()] },
-                SeedProject { path: "security/reports".into(), ci_uses: vec!["SECURITY_GROUP_TOKEN".into()] },
+                SeedProject {
+                    path: "security/inventory-builder".into(),
+                    ci_uses: vec!["INVENTORY_API_TOKEN".into()],
+                    ..Default::default()
+                },
+                SeedProject {
+                    path: "security/scanner".into(),
+                    ci_uses: vec!["SCANNER_TOKEN".into()],
+                    ..Default::default()
+                },
+                SeedProject {
+                    path: "security/reports".into(),
+                    ci_uses: vec!["SECURITY_GROUP_TOKEN".into()],
+                    ..Default::default()
+                },
             ],
             tokens: vec![
                 SeedToken {

@@ -64,6 +64,9 @@ pub struct Project {
     pub group: Option<Id>,
     /// The CI/CD variables the project's jobs read; new pipelines inherit this list.
     pub ci_uses: Vec<String>,
+    /// The branches and tags that exist: `main`, and every seeded pipeline's ref. A pipeline
+    /// can only be created on one of them (§11).
+    pub refs: std::collections::BTreeSet<String>,
 }
 
 /// What a membership, variable or resource token belongs to.
@@ -164,7 +167,7 @@ impl std::fmt::Debug for Variable {
     }
 }
 
-/// A project issue (§11) with its comments, oldest first.
+/// A project issue (§15) with its comments, oldest first.
 #[derive(Debug, Clone, Serialize)]
 pub struct Issue {
     pub id: Id,
@@ -238,13 +241,37 @@ pub struct Settings {
     pub max_token_lifetime_days: i64,
     /// `require_personal_access_token_expiry`.
     pub require_token_expiry: bool,
-    /// The host GitLab's web URLs name.
-    pub web_host: String,
+    /// The instance's external URL, which every `web_url` starts with (§11); a running
+    /// simulator sets it to the address it listens on.
+    pub external_url: String,
+    /// The stricter reading of rotating an already-revoked token by id: also revoke its family.
+    /// GitLab's code answers 400 and changes nothing else (§11), the default here.
+    pub revoked_rotate_revokes_family: bool,
+    /// Whether `POST /admin/token` answers (§14); off where the feature flag is.
+    pub token_info_api: bool,
+    /// Whether group variables may have an environment scope (Premium and up); without it
+    /// `environment_scope` is dropped on create and update (§11).
+    pub scoped_group_variables: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { max_token_lifetime_days: 365, require_token_expiry: true, web_host: "gitlab.example.com".into() }
+        Settings {
+            max_token_lifetime_days: 365,
+            require_token_expiry: true,
+            external_url: "https://gitlab.example.com".into(),
+            revoked_rotate_revokes_family: false,
+            token_info_api: true,
+            scoped_group_variables: true,
+        }
+    }
+}
+
+impl Settings {
+    /// The host of the external URL, for e-mail addresses.
+    pub fn web_host(&self) -> &str {
+        let rest = self.external_url.split_once("://").map_or(self.external_url.as_str(), |(_, r)| r);
+        rest.split(['/', ':']).next().unwrap_or(rest)
     }
 }
 
@@ -367,7 +394,9 @@ impl World {
             None => (None, path),
         };
         let id = self.next_id();
-        let project = Project { id, path_with_namespace: path.into(), name: name.into(), group, ci_uses: Vec::new() };
+        let refs = std::iter::once("main".to_owned()).collect();
+        let project =
+            Project { id, path_with_namespace: path.into(), name: name.into(), group, ci_uses: Vec::new(), refs };
         self.projects.insert(id, project);
         id
     }

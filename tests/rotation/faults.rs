@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// the service account's token, and the group token rotated with `overlap` (create, then
 /// revoke), so that every way patrol obtains a token is in the matrix.
 fn matrix_seed() -> Seed {
-    let mut seed = fleet();
+    // The stricter reading of a replayed rotate by id (it also revokes the family), so that a
+    // replay in any cell shows as reuse detection, not only as an orphaned successor.
+    let mut seed = Seed { revoked_rotate_revokes_family: true, ..fleet() };
     seed.variables.push(variable(Some("sec/reports"), None, "SA_TOKEN", "inventory", true));
     seed
 }

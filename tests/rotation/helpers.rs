@@ -236,9 +236,13 @@ pub fn fleet() -> Seed {
         ],
         groups: vec!["sec".into()],
         projects: vec![
-            SeedProject { path: "sec/app".into(), ci_uses: vec!["PERSONAL_TOKEN".into(), "PROJECT_TOKEN".into()] },
-            SeedProject { path: "sec/inventory".into(), ci_uses: vec!["SA_TOKEN".into()] },
-            SeedProject { path: "sec/reports".into(), ci_uses: vec!["GROUP_TOKEN".into()] },
+            SeedProject {
+                path: "sec/app".into(),
+                ci_uses: vec!["PERSONAL_TOKEN".into(), "PROJECT_TOKEN".into()],
+                ..Default::default()
+            },
+            SeedProject { path: "sec/inventory".into(), ci_uses: vec!["SA_TOKEN".into()], ..Default::default() },
+            SeedProject { path: "sec/reports".into(), ci_uses: vec!["GROUP_TOKEN".into()], ..Default::default() },
         ],
         members: vec![SeedMember {
             user: "alice".into(),

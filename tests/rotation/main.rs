@@ -5,6 +5,7 @@ mod concurrency;
 mod efficiency;
 mod engine;
 mod faults;
+mod gitlab_answers;
 mod helpers;
 mod notify;
 mod recovery;

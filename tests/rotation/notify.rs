@@ -32,7 +32,15 @@ async fn a_failing_token_gets_one_issue_kept_up_to_date_and_closed_when_it_recov
     for expected in ["token `service`", "so the token was not rotated", "Maintainer", "patrol rotate --only service"] {
         assert!(issue.description.contains(expected), "{expected:?} missing from:\n{}", issue.description);
     }
-    assert!(first.stdout.contains("service: opened tracking issue https://"), "{}", first.stdout);
+    // The link is GitLab's `web_url`, built on the instance's external URL (§11).
+    let origin = u.sim.api_url().trim_end_matches("/api/v4").to_owned();
+    let link = format!("service: opened tracking issue {origin}/sec/reports/-/issues/{}", issue.iid);
+    assert!(
+        first.stdout.contains(&link),
+        "{link:?} missing from:
+{}",
+        first.stdout
+    );
 
     let second = u.patrol(&["rotate"]).await;
     assert_eq!(second.code, 1);

@@ -6,15 +6,16 @@ use patrol::simulator::{Fault, FaultAction};
 
 #[tokio::test]
 async fn a_lost_rotate_answer_is_recovered_without_reuse_detection() {
+    lost_rotate_answer_is_recovered(FaultAction::DropAfterCommit).await;
+}
+
+/// The service account's rotate is committed and its answer lost to `fault`: patrol reads
+/// GitLab's state, rotates the successor it finds, and never replays the first rotate.
+pub async fn lost_rotate_answer_is_recovered(fault: FaultAction) {
     let u = Universe::new(fleet(), FLEET_CONFIG).await;
     let old = u.active("inventory");
     u.sim.inject(
-        Fault::new(
-            Some("POST"),
-            "/api/v4/groups/*/service_accounts/*/personal_access_tokens/*/rotate",
-            FaultAction::DropAfterCommit,
-        )
-        .times(1),
+        Fault::new(Some("POST"), "/api/v4/groups/*/service_accounts/*/personal_access_tokens/*/rotate", fault).times(1),
     );
     let run = u.patrol(&["rotate", "--only", "service"]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));

@@ -19,7 +19,7 @@ fn seed(app_days: i64) -> Seed {
             SeedUser { username: "alice".into(), ..Default::default() },
         ],
         groups: vec!["sec".into()],
-        projects: vec![SeedProject { path: "sec/app".into(), ci_uses: vec!["APP_TOKEN".into()] }],
+        projects: vec![SeedProject { path: "sec/app".into(), ci_uses: vec!["APP_TOKEN".into()], ..Default::default() }],
         members: vec![SeedMember {
             user: "alice".into(),
             project: Some("sec/app".into()),

@@ -111,7 +111,7 @@ async fn roles_decide_who_may_act_on_what() {
     assert_eq!(refused.status, 400);
     assert_eq!(
         refused.body["message"],
-        "400 Bad request - Not eligible to rotate tokens with permissions not held by the user"
+        "400 Bad request - Not eligible to rotate token with access level higher than the user"
     );
 }
 
@@ -172,17 +172,34 @@ async fn reusing_a_rotated_token_on_a_rotate_path_revokes_the_family() {
     assert_eq!(detections[0].revoked, vec![new_id]);
 }
 
+/// §11: by id, with another valid credential, GitLab answers 400 and changes nothing else; the
+/// successor stays active (and whoever lost its answer holds no secret for it).
 #[tokio::test]
-async fn rotating_a_revoked_token_by_id_is_refused_and_treated_as_reuse() {
+async fn rotating_a_revoked_token_by_id_is_refused_and_changes_nothing_else() {
     let api = Api::start(standard_seed()).await;
     let old = api.token_id("alice-main");
     let r = api.post(&format!("/personal_access_tokens/{old}/rotate"), ADMIN, json!({})).await;
     let new_id = r.body["id"].as_u64().unwrap_or_default();
+    assert!(new_id > old, "{}", r.text);
     let replay = api.post(&format!("/personal_access_tokens/{old}/rotate"), ADMIN, json!({})).await;
     assert_eq!(
         (replay.status, replay.body.clone()),
         (400, json!({"message": "400 Bad request - Token already revoked"}))
     );
+    assert!(api.sim.reuse_detections().is_empty());
+    api.sim.with_world(|w| assert!(w.tokens.get(&new_id).is_some_and(|t| !t.revoked)));
+}
+
+/// The stricter reading, kept as the seed setting `revoked_rotate_revokes_family`: the replay
+/// also revokes the family, so a test can insist that a client never sends it.
+#[tokio::test]
+async fn the_strict_setting_treats_a_replayed_rotate_by_id_as_reuse() {
+    let api = Api::start(Seed { revoked_rotate_revokes_family: true, ..standard_seed() }).await;
+    let old = api.token_id("alice-main");
+    let r = api.post(&format!("/personal_access_tokens/{old}/rotate"), ADMIN, json!({})).await;
+    let new_id = r.body["id"].as_u64().unwrap_or_default();
+    let replay = api.post(&format!("/personal_access_tokens/{old}/rotate"), ADMIN, json!({})).await;
+    assert_eq!(replay.status, 400);
     assert_eq!(api.sim.reuse_detections().len(), 1);
     api.sim.with_world(|w| assert!(w.tokens.get(&new_id).is_some_and(|t| t.revoked)));
 }
@@ -353,7 +370,7 @@ async fn hidden_variables_read_back_null_and_keep_their_settings() {
     let unmask = api.put(&format!("{vars}/HIDDEN"), ADMIN, json!({"masked": false})).await;
     assert_eq!(
         unmask.body,
-        json!({"message": {"base": ["Updating masked attribute is not allowed on updates for hidden variables."]}})
+        json!({"message": {"base": ["The visibility setting cannot be changed for masked and hidden variables."]}})
     );
     let unhide = api
         .put(&format!("{vars}/HIDDEN"), ADMIN, json!({"hidden": false, "value": "glpat-zyxwvutsrqponmlkjihg"}))

@@ -6,8 +6,20 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 /// Fields GitLab documents for an entity (gitlab-api.md §1.1, §2, §4) that older documentation
-/// examples leave out. The simulator may send them beyond a fixture's keys; nothing else.
-const DOCUMENTED_EXTRAS: [&str; 5] = ["description", "last_used_at", "source", "name", "detailed_status"];
+/// examples leave out, and those newer versions add to the token entities (§11: `expired` and
+/// `granular` on personal tokens, `resource_type` and `resource_id` on resource tokens). The
+/// simulator may send them beyond a fixture's keys; nothing else.
+const DOCUMENTED_EXTRAS: [&str; 9] = [
+    "description",
+    "last_used_at",
+    "source",
+    "name",
+    "detailed_status",
+    "expired",
+    "granular",
+    "resource_type",
+    "resource_id",
+];
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -126,8 +126,8 @@ pub fn standard_seed() -> Seed {
         ],
         groups: vec!["sec".into(), "other".into()],
         projects: vec![
-            SeedProject { path: "sec/app".into(), ci_uses: vec!["APP_TOKEN".into()] },
-            SeedProject { path: "other/thing".into(), ci_uses: vec![] },
+            SeedProject { path: "sec/app".into(), ci_uses: vec!["APP_TOKEN".into()], ..Default::default() },
+            SeedProject { path: "other/thing".into(), ci_uses: vec![], ..Default::default() },
         ],
         members: vec![
             SeedMember { user: "alice".into(), group: Some("sec".into()), access_level: 40, ..Default::default() },

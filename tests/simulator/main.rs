@@ -4,4 +4,5 @@
 mod behaviour;
 mod binary;
 mod conformance;
+mod gitlab_code;
 mod helpers;

@@ -1,4 +1,4 @@
-//! Project issues and their notes (§11): list (state, labels, search), create (201), comment
+//! Project issues and their notes (§15): list (state, labels, search), create (201), comment
 //! (201), close or reopen through `state_event` (200). patrol's tracking issues live here.
 
 use super::pipelines::project_at;
@@ -21,7 +21,7 @@ fn issue_json(world: &World, i: &Issue) -> Value {
         "updated_at": timestamp(i.updated_at),
         "closed_at": i.closed_at.map(timestamp),
         "user_notes_count": i.notes.len(),
-        "web_url": format!("https://{}/{path}/-/issues/{}", world.settings.web_host, i.iid),
+        "web_url": format!("{}/{path}/-/issues/{}", world.settings.external_url, i.iid),
     })
 }
 

@@ -12,7 +12,7 @@ fn user_json(world: &World, u: &User, full: bool) -> Value {
         "name": u.name,
         "state": "active",
         "avatar_url": null,
-        "web_url": format!("https://{}/{}", world.settings.web_host, u.username),
+        "web_url": format!("{}/{}", world.settings.external_url, u.username),
         "bot": !matches!(u.kind, crate::simulator::world::UserKind::Human),
     });
     if full {
@@ -30,7 +30,7 @@ fn project_json(world: &World, id: Id) -> Value {
         "path": p.name,
         "path_with_namespace": p.path_with_namespace,
         "namespace": ns.map(|g| json!({"id": g.id, "name": g.name, "path": g.name, "kind": "group", "full_path": g.full_path})),
-        "web_url": format!("https://{}/{}", world.settings.web_host, p.path_with_namespace),
+        "web_url": format!("{}/{}", world.settings.external_url, p.path_with_namespace),
     })
 }
 
@@ -42,7 +42,7 @@ fn group_json(world: &World, id: Id) -> Value {
         "path": g.name,
         "full_path": g.full_path,
         "parent_id": g.parent,
-        "web_url": format!("https://{}/groups/{}", world.settings.web_host, g.full_path),
+        "web_url": format!("{}/groups/{}", world.settings.external_url, g.full_path),
     })
 }
 

@@ -7,6 +7,26 @@ use crate::simulator::http::{ApiResult, Reply};
 use crate::simulator::world::{Id, Pipeline, Source, World, DEVELOPER, REPORTER};
 use serde_json::{json, Value};
 
+/// `Ci::Pipeline.sources` (§4), validated on the list (§11).
+const SOURCES: [&str; 16] = [
+    "unknown",
+    "push",
+    "web",
+    "trigger",
+    "schedule",
+    "api",
+    "external",
+    "pipeline",
+    "chat",
+    "webide",
+    "merge_request_event",
+    "external_pull_request_event",
+    "parent_pipeline",
+    "ondemand_dast_scan",
+    "ondemand_dast_validation",
+    "security_orchestration_policy",
+];
+
 const STATUSES: [&str; 11] = [
     "created",
     "waiting_for_resource",
@@ -23,7 +43,7 @@ const STATUSES: [&str; 11] = [
 
 fn web_url(world: &World, p: &Pipeline) -> String {
     let path = world.source_path(Source::Project(p.project));
-    format!("https://{}/{path}/-/pipelines/{}", world.settings.web_host, p.id)
+    format!("{}/{path}/-/pipelines/{}", world.settings.external_url, p.id)
 }
 
 /// The list entity (`fixtures/list_project_pipelines.json`).
@@ -55,7 +75,7 @@ fn full_json(world: &World, p: &Pipeline) -> Value {
         "tag": false,
         "yaml_errors": null,
         "user": {"id": 1, "username": "root", "name": "Administrator", "state": "active",
-                 "avatar_url": null, "web_url": format!("https://{}/root", world.settings.web_host)},
+                 "avatar_url": null, "web_url": format!("{}/root", world.settings.external_url)},
         "started_at": p.started_at.map(timestamp),
         "finished_at": p.finished_at.map(timestamp),
         "committed_at": null,
@@ -93,6 +113,25 @@ pub fn list(ctx: &mut Ctx, project: &str) -> ApiResult {
         return Err(Reply::json(400, json!({"error": "status does not have a valid value"})));
     }
     let (reference, source) = (p.str("ref"), p.str("source"));
+    if source.as_deref().is_some_and(|s| !SOURCES.contains(&s)) {
+        return Err(Reply::json(400, json!({"error": "source does not have a valid value"})));
+    }
+    let scope = p.str("scope");
+    let finished = ["success", "failed", "canceled", "skipped"];
+    let in_scope = |x: &Pipeline| match scope.as_deref() {
+        None | Some("branches") => true,
+        Some("running") => x.status == "running",
+        Some("pending") => x.status == "pending",
+        Some("finished") => finished.contains(&x.status.as_str()),
+        // Every simulated pipeline runs on a branch.
+        _ => false,
+    };
+    if scope.as_deref().is_some_and(|s| !["running", "pending", "finished", "branches", "tags"].contains(&s)) {
+        return Err(Reply::json(400, json!({"error": "scope does not have a valid value"})));
+    }
+    let (sha, name, username) = (p.str("sha"), p.str("name"), p.str("username"));
+    // Simulated pipelines have no YAML errors, and every one is started by `root`.
+    let yaml_errors = p.bool("yaml_errors")?;
     let (after, before) = (p.datetime("updated_after")?, p.datetime("updated_before")?);
     let mut items: Vec<&Pipeline> = ctx
         .world
@@ -102,6 +141,11 @@ pub fn list(ctx: &mut Ctx, project: &str) -> ApiResult {
         .filter(|x| status.as_deref().is_none_or(|s| x.status == s))
         .filter(|x| reference.as_deref().is_none_or(|r| x.ref_ == r))
         .filter(|x| source.as_deref().is_none_or(|s| x.source == s))
+        .filter(|x| in_scope(x))
+        .filter(|x| sha.as_deref().is_none_or(|s| x.sha == s))
+        .filter(|x| name.as_deref().is_none_or(|n| x.name.as_deref() == Some(n)))
+        .filter(|_| username.as_deref().is_none_or(|u| u == "root"))
+        .filter(|_| yaml_errors != Some(true))
         .filter(|x| after.is_none_or(|a| x.updated_at >= a))
         .filter(|x| before.is_none_or(|b| x.updated_at <= b))
         .collect();
@@ -160,6 +204,10 @@ pub fn create(ctx: &mut Ctx, project: &str) -> ApiResult {
     let project = project_at(ctx, project, DEVELOPER)?;
     let reference = ctx.req.params.required_str("ref")?;
     let world = &mut *ctx.world;
+    // A ref that does not exist fails the pipeline's validation: 400, nothing created (§11).
+    if !world.projects.get(&project).is_some_and(|p| p.refs.contains(&reference)) {
+        return Err(Reply::json(400, json!({"message": {"base": ["Reference not found"]}})));
+    }
     let latest = world.pipelines.values().filter(|p| p.project == project && p.ref_ == reference).max_by_key(|p| p.id);
     let (uses, environment) = match latest {
         Some(p) => (p.uses.clone(), p.environment.clone()),

@@ -1,5 +1,6 @@
 //! Project and group CI/CD variables (§3.1, §3.2): partial `PUT`, `filter[environment_scope]`
-//! and its 409, key and masking validation, hidden variables.
+//! and its 409, key and masking validation, hidden variables, and where group variables differ
+//! (§11): a `PUT` finds its variable by key alone unless the filter names an existing scope.
 
 use super::{Ctx, Owner};
 use crate::simulator::http::{ApiResult, Reply};
@@ -45,6 +46,13 @@ fn writable(ctx: &Ctx, owner: &Owner) -> Result<Source, Reply> {
     Ok(source)
 }
 
+fn not_found(source: Source) -> Reply {
+    match source {
+        Source::Project(_) => Reply::not_found("Variable"),
+        Source::Group(_) => Reply::not_found("GroupVariable"),
+    }
+}
+
 /// The variable a `:key` (and optional filter) names: 404 for none, 409 for several (§3.1).
 fn find(ctx: &Ctx, source: Source, key: &str) -> Result<usize, Reply> {
     let filter = ctx.req.params.str(FILTER);
@@ -58,7 +66,7 @@ fn find(ctx: &Ctx, source: Source, key: &str) -> Result<usize, Reply> {
         .map(|(i, _)| i)
         .collect();
     match matches.as_slice() {
-        [] => Err(Reply::not_found("Variable")),
+        [] => Err(not_found(source)),
         [one] => Ok(*one),
         _ => Err(Reply::message(
             409,
@@ -120,7 +128,7 @@ pub fn create(ctx: &mut Ctx, owner: &Owner) -> ApiResult {
         masked: hidden || p.bool("masked")?.unwrap_or(false),
         hidden,
         raw: p.bool("raw")?.unwrap_or(false),
-        environment_scope: p.str("environment_scope").unwrap_or_else(|| "*".into()),
+        environment_scope: environment_scope(ctx, source).unwrap_or_else(|| "*".into()),
         description: p.str("description"),
     };
     check(&v)?;
@@ -137,7 +145,10 @@ pub fn create(ctx: &mut Ctx, owner: &Owner) -> ApiResult {
 /// `environment_scope` moves the variable.
 pub fn update(ctx: &mut Ctx, owner: &Owner, key: &str) -> ApiResult {
     let source = writable(ctx, owner)?;
-    let i = find(ctx, source, key)?;
+    let i = match source {
+        Source::Project(_) => find(ctx, source, key)?,
+        Source::Group(_) => find_group_variable_to_update(ctx, source, key)?,
+    };
     let p = &ctx.req.params;
     let mut v = ctx.world.variables[i].clone();
     if p.has("value") {
@@ -147,7 +158,7 @@ pub fn update(ctx: &mut Ctx, owner: &Owner, key: &str) -> ApiResult {
         if v.hidden && masked != v.masked {
             return Err(Reply::validation(
                 "base",
-                "Updating masked attribute is not allowed on updates for hidden variables.",
+                "The visibility setting cannot be changed for masked and hidden variables.",
             ));
         }
         v.masked = masked;
@@ -158,7 +169,7 @@ pub fn update(ctx: &mut Ctx, owner: &Owner, key: &str) -> ApiResult {
     if let Some(raw) = p.bool("raw")? {
         v.raw = raw;
     }
-    if let Some(scope) = p.str("environment_scope") {
+    if let Some(scope) = environment_scope(ctx, source) {
         v.environment_scope = scope;
     }
     if let Some(t) = p.str("variable_type") {
@@ -174,6 +185,28 @@ pub fn update(ctx: &mut Ctx, owner: &Owner, key: &str) -> ApiResult {
     let body = variable_json(&v);
     ctx.world.variables[i] = v;
     Ok(Reply::json(200, body))
+}
+
+/// `environment_scope` as sent, except on a group of a tier without scoped group variables,
+/// where it is dropped (§11).
+fn environment_scope(ctx: &Ctx, source: Source) -> Option<String> {
+    let dropped = matches!(source, Source::Group(_)) && !ctx.world.settings.scoped_group_variables;
+    ctx.req.params.str("environment_scope").filter(|_| !dropped)
+}
+
+/// A group variable's `PUT` (§11): with `filter[environment_scope]` naming a scope the key
+/// has, that variable; otherwise, filter or not, `find_by!(key:)` takes the first variable with
+/// the key in any scope (the oldest), never answering 409. So a filter on a scope that does not
+/// exist updates another scope's variable.
+fn find_group_variable_to_update(ctx: &Ctx, source: Source, key: &str) -> Result<usize, Reply> {
+    let filter = ctx.req.params.str(FILTER);
+    let with_key = |scope: Option<&str>| {
+        ctx.world
+            .variables
+            .iter()
+            .position(|v| v.owner == source && v.key == key && scope.is_none_or(|s| v.environment_scope == s))
+    };
+    filter.as_deref().and_then(|f| with_key(Some(f))).or_else(|| with_key(None)).ok_or_else(|| not_found(source))
 }
 
 pub fn delete(ctx: &mut Ctx, owner: &Owner, key: &str) -> ApiResult {
