@@ -46,6 +46,12 @@ pub struct Fault {
     pub method: Option<String>,
     /// Path pattern, matched against the raw request path: `*` is one segment, `**` any rest.
     pub path: String,
+    /// Only requests carrying the secret of a token with this name (`None`: any).
+    #[serde(default)]
+    pub token_name: Option<String>,
+    /// Only requests whose `key` parameter is this (`None`: any).
+    #[serde(default)]
+    pub key: Option<String>,
     pub action: FaultAction,
     /// Matching requests to let through before the fault starts firing.
     #[serde(default)]
@@ -61,6 +67,8 @@ impl Fault {
         Fault {
             method: method.map(str::to_uppercase),
             path: path.into(),
+            token_name: None,
+            key: None,
             action,
             skip: 0,
             times: None,
@@ -84,8 +92,40 @@ impl Fault {
         self
     }
 
-    pub fn matches(&self, method: &str, path: &str) -> bool {
-        self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && path_matches(&self.path, path)
+    /// Only requests made with the secret of a token named `name`.
+    pub fn as_token(mut self, name: Option<&str>) -> Self {
+        self.token_name = name.map(str::to_owned);
+        self
+    }
+
+    /// Only requests whose `key` parameter is `key`.
+    pub fn with_key(mut self, key: Option<&str>) -> Self {
+        self.key = key.map(str::to_owned);
+        self
+    }
+
+    pub fn matches(&self, request: &Identity) -> bool {
+        self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(request.method))
+            && path_matches(&self.path, request.path)
+            && self.token_name.as_deref().is_none_or(|n| request.token_name == Some(n))
+            && self.key.as_deref().is_none_or(|k| request.key == Some(k))
+    }
+}
+
+/// What a fault is matched against: a request's method and path, the name of the token whose
+/// secret it carried, and its `key` parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub token_name: Option<&'a str>,
+    pub key: Option<&'a str>,
+}
+
+impl<'a> Identity<'a> {
+    /// A request known by method and path alone.
+    pub fn of(method: &'a str, path: &'a str) -> Self {
+        Identity { method, path, token_name: None, key: None }
     }
 }
 
@@ -140,10 +180,10 @@ impl FaultSet {
     }
 
     /// The actions that apply to this request, in the order they were added; each counts it.
-    pub fn take(&mut self, method: &str, path: &str) -> Vec<FaultAction> {
+    pub fn take(&mut self, request: &Identity) -> Vec<FaultAction> {
         let mut actions = Vec::new();
         for armed in &mut self.armed {
-            if !armed.fault.matches(method, path) {
+            if !armed.fault.matches(request) {
                 continue;
             }
             armed.seen += 1;
@@ -181,8 +221,19 @@ mod tests {
     fn counted_fault_fires_after_skip_then_stops() {
         let mut set = FaultSet::default();
         set.add(Fault::new(Some("post"), "/a/*", FaultAction::Hang).skip(1).times(2));
-        let fired: Vec<bool> = (0..5).map(|_| !set.take("POST", "/a/1").is_empty()).collect();
+        let fired: Vec<bool> = (0..5).map(|_| !set.take(&Identity::of("POST", "/a/1")).is_empty()).collect();
         assert_eq!(fired, vec![false, true, true, false, false]);
-        assert!(set.take("GET", "/a/1").is_empty());
+        assert!(set.take(&Identity::of("GET", "/a/1")).is_empty());
+    }
+
+    #[test]
+    fn a_fault_can_be_narrowed_to_a_token_and_a_key() {
+        let mut set = FaultSet::default();
+        set.add(Fault::new(None, "/v/*", FaultAction::Hang).as_token(Some("ci")).with_key(Some("LOCK")));
+        let request = |token_name, key| Identity { method: "POST", path: "/v/1", token_name, key };
+        assert!(set.take(&request(Some("other"), Some("LOCK"))).is_empty());
+        assert!(set.take(&request(Some("ci"), Some("VALUE"))).is_empty());
+        assert!(set.take(&request(Some("ci"), None)).is_empty());
+        assert_eq!(set.take(&request(Some("ci"), Some("LOCK"))), vec![FaultAction::Hang]);
     }
 }

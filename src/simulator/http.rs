@@ -2,7 +2,7 @@
 //! answers, pagination (§5.2), rate limiting (§5.3), and applying injected faults.
 
 use super::api;
-use super::faults::{FaultAction, FaultSet};
+use super::faults::{FaultAction, FaultSet, Identity};
 use super::world::{RequestRecord, World};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -450,9 +450,13 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
     let query = form_urlencoded::parse(query_str.as_bytes()).into_owned().collect();
     let req = Req { method: parts.method.as_str().to_owned(), path, segments, query, params, headers: parts.headers };
 
+    let token_name = req.credential().and_then(|s| lock(&shared.world).token_by_secret(&s).map(|t| t.name.clone()));
+    let key = req.params.str("key");
+    let identity =
+        Identity { method: &req.method, path: &req.path, token_name: token_name.as_deref(), key: key.as_deref() };
     let (latency, actions) = {
         let mut faults = lock(&shared.faults);
-        (faults.latency, faults.take(&req.method, &req.path))
+        (faults.latency, faults.take(&identity))
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -569,12 +573,15 @@ fn truncated(reply: Reply) -> Reply {
 }
 
 fn record(shared: &Shared, req: &Req, status: u16, token_id: Option<u64>, fault: Option<&FaultAction>) {
+    let token_name = req.credential().and_then(|s| lock(&shared.world).token_by_secret(&s).map(|t| t.name.clone()));
     let entry = RequestRecord {
         method: req.method.clone(),
         path: req.path.clone(),
         query: req.loggable_query(),
         status,
         token_id,
+        token_name,
+        key: req.params.str("key"),
         fault: fault.map(|f| format!("{f:?}")),
     };
     lock(&shared.world).requests.push(entry);

@@ -220,6 +220,11 @@ pub struct RequestRecord {
     pub status: u16,
     /// The token that authenticated the request, when one did.
     pub token_id: Option<Id>,
+    /// The name of the token whose secret the request carried (even a revoked or expired one):
+    /// with method, path and `key`, what tells one client's request from another's.
+    pub token_name: Option<String>,
+    /// The `key` parameter, when there is one (a variable's create).
+    pub key: Option<String>,
     /// A fault the simulator injected into this request, if any.
     pub fault: Option<String>,
 }

@@ -100,22 +100,20 @@ impl Universe {
         run
     }
 
-    /// Scans every output for every secret the simulator ever issued. Secrets shaped like
-    /// GitLab's are found through their `glpat-` prefix and a set lookup (linear in the output);
-    /// any other is searched for directly.
+    /// Scans every output for every secret the simulator ever issued: whole, cut short, or
+    /// without its prefix. Any run of [`LEAK_WINDOW`] characters of a secret is a leak, found by
+    /// a set lookup per position (linear in the output); so is a base64 form of a secret.
     pub fn assert_no_leak(&self, run: &Run) {
         let report = run.report.to_string();
         // Tracking issues are written by patrol too.
         let issues: String = self.sim.with_world(|w| {
             w.issues.iter().map(|i| format!("{}\n{}\n{}\n", i.title, i.description, i.notes.join("\n"))).collect()
         });
-        let secrets: std::collections::HashSet<String> = self.sim.issued_secrets().into_iter().collect();
+        let secrets = self.sim.issued_secrets();
         // Secrets travel in headers and bodies only: never in a URL (the simulator blanks a
         // `private_token` parameter in its log, so its presence alone is the leak).
         let urls: String = self.sim.requests().iter().map(|r| format!("{}?{}\n", r.path, r.query)).collect();
         assert!(!urls.contains("private_token"), "a secret travelled in a URL");
-        let encoded: std::collections::HashSet<String> =
-            secrets.iter().flat_map(|s| base64_cores(s)).map(|core| core[..16].to_owned()).collect();
         for (what, text) in [
             ("stdout", &run.stdout),
             ("stderr", &run.stderr),
@@ -124,21 +122,8 @@ impl Universe {
             ("issues", &issues),
             ("a request URL", &urls),
         ] {
-            for (at, _) in text.match_indices("glpat-") {
-                let candidate = text.get(at..at + 26).unwrap_or("");
-                assert!(!secrets.contains(candidate), "a secret leaked into {what}");
-            }
-            for secret in secrets.iter().filter(|s| !(s.starts_with("glpat-") && s.len() == 26)) {
-                assert!(!text.contains(secret.as_str()), "a secret leaked into {what}");
-            }
-            // Base64 of a secret, wherever it sits in an encoded blob (each of the 3 alignments),
-            // found through the first 16 characters of each form, a set lookup per position.
-            // GitLab's secrets are URL-safe, so their URL-encoded form is the secret itself.
-            let bytes = text.as_bytes();
-            for at in 0..bytes.len().saturating_sub(15) {
-                if let Ok(window) = std::str::from_utf8(&bytes[at..at + 16]) {
-                    assert!(!encoded.contains(window), "a secret leaked into {what}, base64-encoded");
-                }
+            if let Some(leak) = find_leak(&secrets, text) {
+                panic!("a secret leaked into {what}: {leak}");
             }
         }
     }
@@ -326,6 +311,46 @@ ref = "main"
 action = "create"
 wait_minutes = 1
 "#;
+
+/// How many consecutive characters of a secret make a leak: a secret's body without its prefix,
+/// or a secret cut short, still gives it away.
+pub const LEAK_WINDOW: usize = 12;
+
+/// Where `text` gives a secret away, described without the secret: any [`LEAK_WINDOW`]
+/// characters of one (a whole secret when it is shorter), or 16 characters of a base64 form of
+/// one. GitLab's secrets are URL-safe, so their URL-encoded form is the secret itself.
+pub fn find_leak(secrets: &[String], text: &str) -> Option<String> {
+    use std::collections::HashSet;
+    let pieces: HashSet<&[u8]> = secrets.iter().flat_map(|s| s.as_bytes().windows(LEAK_WINDOW)).collect();
+    let encoded: HashSet<String> =
+        secrets.iter().flat_map(|s| base64_cores(s)).map(|core| core[..16].to_owned()).collect();
+    let bytes = text.as_bytes();
+    if let Some(at) = bytes.windows(LEAK_WINDOW).position(|w| pieces.contains(w)) {
+        return Some(format!("{LEAK_WINDOW} characters of a secret at byte {at}"));
+    }
+    if let Some(at) = bytes.windows(16).position(|w| std::str::from_utf8(w).is_ok_and(|w| encoded.contains(w))) {
+        return Some(format!("a secret, base64-encoded, at byte {at}"));
+    }
+    secrets
+        .iter()
+        .filter(|s| s.len() < LEAK_WINDOW)
+        .find_map(|s| text.find(s.as_str()).map(|at| format!("a short secret at byte {at}")))
+}
+
+#[test]
+fn the_leak_scan_finds_a_secret_whole_cut_short_or_without_its_prefix() {
+    let secrets = vec!["glpat-Zq3xY9pLm2Kd8Vn4Rt6W".to_owned(), "tiny".to_owned()];
+    let found = |text: &str| find_leak(&secrets, text).is_some();
+    assert!(found("token glpat-Zq3xY9pLm2Kd8Vn4Rt6W stored"));
+    assert!(found("body Zq3xY9pLm2Kd8Vn4Rt6W only"), "without the prefix");
+    assert!(found("cut glpat-Zq3xY9pLm2 short"), "the first 12 characters with the prefix");
+    assert!(found("tail pLm2Kd8Vn4Rt6W"), "the last 14 characters");
+    assert!(found("a tiny one"), "a secret shorter than the window, whole");
+    assert!(!found("eleven here Zq3xY9pLm2K, and glpat-Zq3xY"), "11 characters are not enough");
+    assert!(!found("[REDACTED] glpat-... Vn4Rt6"));
+    // base64("Authorization: glpat-Zq3xY9pLm2Kd8Vn4Rt6W"), computed independently with python3.
+    assert!(found("QXV0aG9yaXphdGlvbjogZ2xwYXQtWnEzeFk5cExtMktkOFZuNFJ0Nlc="));
+}
 
 /// The part of `base64(prefix + secret + suffix)` that depends only on the secret, for each of
 /// the three ways the secret can align with base64's 3-byte groups.
