@@ -5,6 +5,7 @@ use crate::cli::{AuditArgs, Cli, Command, PlanArgs, RotateArgs, Selection};
 use crate::config::{Config, ConfigError, ManagedToken};
 use crate::engine::self_rotation::{rotate_self as rotate_self_engine, Refused, SelfTarget};
 use crate::engine::{audit, Engine, Mode, Options, Progress};
+use crate::gitlab::model::ApiToken;
 use crate::gitlab::{Client, ClientOptions, GitlabError};
 use crate::report::{self, RunReport, Summary, TokenReport};
 use crate::secret::Secret;
@@ -144,10 +145,21 @@ pub fn client(url: &str, secret: Secret, concurrency: u16, env: &Env, config: Op
     Client::new(url, secret, options).map_err(|e| Stop::usage(e.to_string()))
 }
 
-/// Exit 3 before any change when GitLab cannot be reached or the credential is refused.
-async fn preflight(client: &Client) -> Result<(), Stop> {
-    match client.current_user().await {
-        Ok(_) => Ok(()),
+/// Exit 3 before any change when GitLab cannot be reached or the credential is refused, or when
+/// a run that writes (`rotate`) has a credential without the `api` scope: GitLab would refuse
+/// every write with 403 after the first rotation. Returns which token the credential is.
+async fn preflight(client: &Client, mode: Mode) -> Result<ApiToken, Stop> {
+    match client.token_self(client.credential()).await {
+        Ok(me) if mode == Mode::Rotate && !me.scopes.iter().any(|s| s == "api") => Err(Stop {
+            code: EXIT_UNREACHABLE,
+            message: format!(
+                "patrol's credential (token {} {:?}) has the scopes {} but not `api`, which rotating tokens and writing CI/CD variables need. Nothing was changed. Give patrol a token with the `api` scope (`read_api` is enough for `plan` and `audit`).",
+                me.id,
+                me.name,
+                if me.scopes.is_empty() { "(none)".to_owned() } else { me.scopes.join(", ") }
+            ),
+        }),
+        Ok(me) => Ok(me),
         Err(e @ GitlabError::Transport { .. }) => {
             Err(Stop { code: EXIT_UNREACHABLE, message: format!("cannot reach GitLab at {}: {e}. Nothing was changed.", client.base()) })
         }
@@ -229,6 +241,7 @@ async fn rotate_self(cli: &Cli, args: &RotateArgs, var: &str, mode: Mode, env: &
     let mut options = Options::new(mode, today());
     options.force = args.force;
     options.write_budget = write_budget(env);
+    options.request_deadline = request_deadline(env, None)?;
     let target = SelfTarget {
         var: var.to_owned(),
         project,
@@ -254,6 +267,22 @@ fn write_budget(env: &Env) -> Duration {
     Duration::from_secs(env.get("PATROL_WRITE_SECONDS").and_then(|s| s.parse().ok()).unwrap_or(300))
 }
 
+/// GitLab's request deadline (§12): `[gitlab] request_deadline_seconds`, else
+/// `PATROL_REQUEST_DEADLINE_SECONDS`, else 90.
+fn request_deadline(env: &Env, config: Option<&Config>) -> Result<Duration, Stop> {
+    if let Some(d) = config.and_then(|c| c.gitlab.request_deadline) {
+        return Ok(d);
+    }
+    match env.get("PATROL_REQUEST_DEADLINE_SECONDS") {
+        None => Ok(crate::config::DEFAULT_REQUEST_DEADLINE),
+        Some(s) => s.parse().map(Duration::from_secs).map_err(|_| {
+            Stop::usage(format!(
+                "PATROL_REQUEST_DEADLINE_SECONDS={s:?} is not a whole number of seconds (how long GitLab may still carry out a request whose answer was lost; default 90)"
+            ))
+        }),
+    }
+}
+
 struct RunEnd {
     failed: bool,
     due: bool,
@@ -276,10 +305,12 @@ async fn engine_run(
     let url = gitlab_url(cli, env, Some(&config))?;
     let secret = credential(env, Some(&config))?;
     let client = client(&url, secret, *concurrency, env, Some(&config))?;
-    preflight(&client).await?;
+    let me = preflight(&client, mode).await?;
     let mut options = Options::new(mode, today());
+    options.credential_token = Some(me.id);
     options.force = force;
     options.write_budget = write_budget(env);
+    options.request_deadline = request_deadline(env, Some(&config))?;
     // Tokens waiting on a shared lookup hold no request slot: let more tokens be in flight than
     // requests, so the --concurrency request slots stay busy.
     options.concurrency = usize::from(*concurrency) * 4;
@@ -359,7 +390,7 @@ async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
     let url = gitlab_url(cli, env, config.as_ref())?;
     let secret = credential(env, config.as_ref())?;
     let client = client(&url, secret, args.common.concurrency, env, config.as_ref())?;
-    preflight(&client).await?;
+    preflight(&client, Mode::Plan).await?;
     let report = audit::audit(&client, config.as_ref(), args.group.as_deref(), today(), args.within_days)
         .await
         .map_err(|e| Stop { code: EXIT_FAILED, message: format!("audit failed: {e}") })?;

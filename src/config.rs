@@ -135,7 +135,14 @@ pub struct GitlabSection {
     pub url: Option<String>,
     pub token_env: String,
     pub ca_file: Option<PathBuf>,
+    /// How long GitLab may keep working on a request after patrol stopped waiting for it
+    /// (`request_deadline_seconds`; gitlab-api.md §12): a rotate whose answer was lost is sent
+    /// again only after this, once GitLab's state shows it did not happen.
+    pub request_deadline: Option<std::time::Duration>,
 }
+
+/// GitLab's request deadline by default (§12: rack-timeout's 60 s) with a margin.
+pub const DEFAULT_REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// `[notify]`: where patrol keeps a tracking issue for each token that fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +198,7 @@ struct RawGitlab {
     url: Option<String>,
     token_env: Option<String>,
     ca_file: Option<PathBuf>,
+    request_deadline_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -336,6 +344,7 @@ impl Config {
                 url: g.url,
                 token_env: g.token_env.unwrap_or_else(|| "PATROL_TOKEN".into()),
                 ca_file: g.ca_file,
+                request_deadline: g.request_deadline_seconds.map(std::time::Duration::from_secs),
             },
         );
         c.base = notify_at;
@@ -725,7 +734,7 @@ pub(crate) mod fuzz {
         let base = tests::GOOD.as_bytes().to_vec();
         let example = include_str!("../ci-templates/example.toml").as_bytes().to_vec();
         let mut rng = Rng::new(0x0c0f_f1e5);
-        let (mut ok, mut err) = (0, 0);
+        let (mut ok, mut err, mut about_keys) = (0, 0, 0);
         for i in 0..4000 {
             let seed = if i % 2 == 0 { &base } else { &example };
             let text = mutate(&mut rng, seed);
@@ -733,12 +742,69 @@ pub(crate) mod fuzz {
             match Config::parse(Path::new("patrol.toml"), &text) {
                 Ok(_) => ok += 1,
                 Err(e) => {
-                    assert!(e.to_string().contains("patrol.toml"), "case {i}: an error that names no file: {e}");
+                    let keyed = assert_located(&e, &text, &format!("case {i}"));
                     err += 1;
+                    about_keys += keyed;
                 }
             }
         }
-        println!("config parser: 4000 mutated configs, {ok} accepted, {err} refused with a located error");
+        println!(
+            "config parser: 4000 mutated configs, {ok} accepted, {err} refused with a located error ({about_keys} problems about a key, each naming it)"
+        );
         assert!(ok > 0 && err > 0, "the mutations reached both outcomes ({ok} ok, {err} errors)");
+        assert!(about_keys > 0, "some mutations gave errors about a key, so the key check ran");
+    }
+
+    /// The key a problem's message is about, as serde and toml name it (the first one named):
+    /// ``unknown field `k` ``, ``missing field `k` ``, ``duplicate field `k` ``,
+    /// ``duplicate key `k` ``, and ``unknown variant `v` ``, which the config errors name the same way.
+    pub fn key_named_in(message: &str) -> Option<&str> {
+        ["unknown field `", "missing field `", "duplicate field `", "duplicate key `", "unknown variant `"]
+            .iter()
+            .filter_map(|phrase| message.find(phrase).map(|at| &message[at + phrase.len()..]))
+            .max_by_key(|rest| rest.len())
+            .and_then(|rest| rest.split('`').next())
+    }
+
+    /// Checks that `e`, from parsing `text` as `patrol.toml`, lists problems each printed as
+    /// `patrol.toml:LINE: ` with LINE a line of `text`, followed by `` `KEY`: `` when it names a
+    /// key, and naming the key whenever its message is about one. Returns how many were about a key.
+    pub fn assert_located(e: &ConfigError, text: &str, case: &str) -> usize {
+        let ConfigError::Invalid { problems } = e else {
+            panic!("{case}: parsing text gave an error that is no config problem: {e}");
+        };
+        assert!(!problems.is_empty(), "{case}: an error with no problem in it: {e:?}");
+        let shown = e.to_string();
+        let lines = text.matches('\n').count() + 1;
+        let mut keyed = 0;
+        for p in problems {
+            let printed = p.to_string();
+            assert!(shown.contains(&printed), "{case}: each problem is printed: {printed:?} in {shown:?}");
+            let location = format!("patrol.toml:{}: ", p.line);
+            assert!(
+                p.file == "patrol.toml" && (1..=lines).contains(&p.line) && printed.starts_with(&location),
+                "{case}: names the file and one of its {lines} lines: {printed}"
+            );
+            if let Some(key) = key_named_in(&p.message) {
+                keyed += 1;
+                assert_eq!(p.key.as_deref(), Some(key), "{case}: the problem is about `{key}`: {printed}");
+                // A key (or value) that is written in the file is on the line named; a missing
+                // one is not written anywhere.
+                let named_line = text.split('\n').nth(p.line - 1).unwrap_or_default();
+                assert!(
+                    p.message.starts_with("missing field") || named_line.contains(key),
+                    "{case}: line {} holds `{key}`: {printed}\nline {}: {named_line:?}",
+                    p.line,
+                    p.line
+                );
+            }
+            if let Some(key) = &p.key {
+                assert!(
+                    printed.starts_with(&format!("{location}`{key}`: ")),
+                    "{case}: the key after the line: {printed}"
+                );
+            }
+        }
+        keyed
     }
 }

@@ -10,19 +10,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // A panic's message is text patrol did not build; print it with anything token-shaped
     // removed, and say it is a bug.
-    std::panic::set_hook(Box::new(|info| {
-        let payload = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!(
-            "patrol: internal error{at}: {}. This is a bug in patrol; please report it. The next `patrol rotate` repairs whatever this run left unfinished.",
-            patrol::secret::redact(&payload)
-        );
-    }));
+    patrol::secret::install_panic_hook();
     let cli = Cli::parse();
     init_logging(&cli);
     let runtime = match tokio::runtime::Runtime::new() {

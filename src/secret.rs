@@ -68,6 +68,25 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// Installs patrol's panic hook. A panic's message is text patrol did not build: the hook prints
+/// it with every token-shaped word removed ([`redact`]), where it happened, and that it is a bug.
+/// It replaces the default hook, which would print the message as it is.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!(
+            "patrol: internal error{at}: {}. This is a bug in patrol; please report it. The next `patrol rotate` repairs whatever this run left unfinished.",
+            redact(&payload)
+        );
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

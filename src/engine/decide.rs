@@ -15,6 +15,9 @@ pub enum Holds {
     Token(u64),
     /// Its value authenticates as no active token.
     Dead,
+    /// Hidden, never written by patrol, and marked by a run that set out to replace this token:
+    /// stale once that token is no longer the one in use, unknown while it still is.
+    Pending(u64),
     /// Hidden and without a patrol marker: its content cannot be known.
     Unknown,
 }
@@ -97,7 +100,7 @@ pub fn decide(observed: &Observed, policy: &Policy, today: NaiveDate, force: boo
         .iter()
         .filter(|(_, h)| match h {
             Holds::Missing | Holds::Dead => true,
-            Holds::Token(id) => *id != current.id,
+            Holds::Token(id) | Holds::Pending(id) => *id != current.id,
             Holds::Unknown => false,
         })
         .map(|(label, _)| label.as_str())
@@ -109,8 +112,12 @@ pub fn decide(observed: &Observed, policy: &Policy, today: NaiveDate, force: boo
         Some((d, left)) => format!("expires {d}, in {left} days"),
         None => "does not expire".into(),
     };
-    let unknown: Vec<&str> =
-        observed.variables.iter().filter(|(_, h)| *h == Holds::Unknown).map(|(l, _)| l.as_str()).collect();
+    let unknown: Vec<&str> = observed
+        .variables
+        .iter()
+        .filter(|(_, h)| matches!(h, Holds::Unknown | Holds::Pending(_)))
+        .map(|(l, _)| l.as_str())
+        .collect();
     if !unknown.is_empty() {
         reason.push_str(&format!(
             "; cannot tell what hidden {} holds (no patrol marker yet): the next rotation takes it over",
@@ -208,6 +215,18 @@ mod tests {
         );
         assert_eq!(kind(&d), ("rotate", Some(Why::Due)));
         assert!(matches!(d, Decision::Rotate { reason, .. } if reason == "forced (--force)"));
+    }
+
+    #[test]
+    fn a_pending_marker_is_stale_once_its_token_is_replaced_and_unknown_while_it_is_in_use() {
+        let today = day("2026-11-28");
+        let healthy = || Some(token(2, Some("2027-06-01")));
+        let replaced = decide(&observed(healthy(), vec![Holds::Token(2), Holds::Pending(1)]), &POLICY, today, false);
+        assert_eq!(kind(&replaced), ("rotate", Some(Why::OutOfSync)));
+        assert!(matches!(&replaced, Decision::Rotate { reason, .. } if reason.contains("V1")), "{replaced:?}");
+        let in_use = decide(&observed(healthy(), vec![Holds::Token(2), Holds::Pending(2)]), &POLICY, today, false);
+        assert_eq!(kind(&in_use), ("unchanged", None));
+        assert!(matches!(&in_use, Decision::Unchanged { reason } if reason.contains("cannot tell what hidden V1")));
     }
 
     #[test]

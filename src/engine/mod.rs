@@ -4,8 +4,11 @@
 //! Safety rules, each enforced here:
 //! - A rotate (or create) request is sent once. When its answer is lost, GitLab's token list is
 //!   read again and the next step follows from it (`obtain`): never a replay (gitlab-api.md §1.5).
-//! - Before rotating, patrol proves it can write every existing variable by stamping its marker
-//!   (`[patrol: token N]`) in the description. If it cannot, nothing is rotated.
+//! - A marker (`[patrol: token N]` in a variable's description) is written only together with
+//!   token N's secret, so it never claims what is not stored. Write access is proven without
+//!   writing: GitLab lets only the role that may update a variable read it (`admin_cicd_variables`,
+//!   §3.4), every variable is read before anything changes, and the preflight checks that the
+//!   credential has the `api` scope.
 //! - A new secret is written before anything else is done with it, with patient retries; if a
 //!   write fails for good, the token is marked failed and the marker left behind makes the next
 //!   run repair it.
@@ -49,6 +52,11 @@ pub struct Options {
     pub write_budget: Duration,
     /// First wait between polls of a pipeline (doubling up to 30 s).
     pub poll_interval: Duration,
+    /// How long GitLab may still carry out a request whose answer was lost (§12): no rotate or
+    /// create is sent again for a token before this has passed since the lost one was sent.
+    pub request_deadline: Duration,
+    /// The id of the token patrol itself authenticates with, when known.
+    pub credential_token: Option<u64>,
 }
 
 impl Options {
@@ -60,6 +68,8 @@ impl Options {
             concurrency: 8,
             write_budget: Duration::from_secs(300),
             poll_interval: Duration::from_millis(500),
+            request_deadline: crate::config::DEFAULT_REQUEST_DEADLINE,
+            credential_token: None,
         }
     }
 }
@@ -126,23 +136,46 @@ struct VariableState {
     holds: Holds,
 }
 
+/// patrol's marker: written only together with token N's secret, so it claims what is stored.
 const MARKER: &str = "[patrol: token ";
+/// Written before rotating token N on a hidden variable patrol has never written (whose content
+/// it cannot know): it claims only that patrol set out to replace token N there. Once N is
+/// rotated, a variable still marked so was not written since, and is stale.
+const PENDING: &str = "[patrol: pending ";
 
-/// The token id recorded in a variable's description by patrol.
-pub fn marker(description: Option<&str>) -> Option<u64> {
+fn marked(description: Option<&str>, prefix: &str) -> Option<u64> {
     let d = description?;
-    let start = d.rfind(MARKER)? + MARKER.len();
+    let start = d.rfind(prefix)? + prefix.len();
     d[start..].split(']').next()?.trim().parse().ok()
+}
+
+/// The token id recorded in a variable's description by patrol with its secret.
+pub fn marker(description: Option<&str>) -> Option<u64> {
+    marked(description, MARKER)
+}
+
+/// The token a pending marker says patrol set out to replace.
+pub fn pending_marker(description: Option<&str>) -> Option<u64> {
+    marked(description, PENDING)
 }
 
 /// The description with patrol's marker for `id`, keeping any human text (GitLab allows 255).
 pub fn with_marker(description: Option<&str>, id: u64) -> String {
+    marking(description, MARKER, id)
+}
+
+/// The description with a pending marker for `id` (see [`PENDING`]).
+pub fn with_pending(description: Option<&str>, id: u64) -> String {
+    marking(description, PENDING, id)
+}
+
+fn marking(description: Option<&str>, prefix: &str, id: u64) -> String {
     let human = description.unwrap_or("");
-    let human = match human.rfind(MARKER) {
+    let human = match human.rfind(MARKER).or_else(|| human.rfind(PENDING)) {
         Some(i) => human[..i].trim_end(),
         None => human.trim_end(),
     };
-    let mark = format!("{MARKER}{id}]");
+    let mark = format!("{prefix}{id}]");
     let room = 255usize.saturating_sub(mark.len() + 1);
     let human: String = human.chars().take(room).collect();
     if human.is_empty() {
@@ -433,7 +466,14 @@ impl Engine {
                     Err(GitlabError::Transport { detail, .. }) if detail.contains("HTTP header") => Holds::Dead,
                     Err(e) => return Err(e),
                 },
-                None => marker(var.description.as_deref()).map_or(Holds::Unknown, Holds::Token),
+                None => {
+                    let description = var.description.as_deref();
+                    match (marker(description), pending_marker(description)) {
+                        (Some(id), _) => Holds::Token(id),
+                        (None, Some(id)) => Holds::Pending(id),
+                        (None, None) => Holds::Unknown,
+                    }
+                }
             },
         };
         Ok(VariableState { target: v.clone(), existing, holds })
@@ -449,7 +489,9 @@ impl Engine {
                 let held: Vec<u64> = states
                     .iter()
                     .filter_map(|s| match s.holds {
-                        Holds::Token(id) if several.iter().any(|x| x.id == id) => Some(id),
+                        // A pending marker names the token that was in use when an interrupted
+                        // run set out to replace it; the newer active one is what that run made.
+                        Holds::Token(id) | Holds::Pending(id) if several.iter().any(|x| x.id == id) => Some(id),
                         _ => None,
                     })
                     .collect();
@@ -493,9 +535,11 @@ impl Engine {
             Decision::Rotate { target, .. } => Some(target.clone()),
             _ => None,
         };
-        // Prove every existing variable can be written before any secret changes.
+        // A hidden variable patrol never wrote cannot show later whether this run reached it:
+        // record, truthfully, that patrol sets out to replace the token. Writing it also proves
+        // the variable can be written before any secret changes.
         if let Some(old) = &target {
-            self.stamp(states, old.id).await?;
+            self.mark_pending(states, old.id).await?;
         }
         let overlap = t.policy.strategy == Strategy::Overlap && target.as_ref().is_some_and(|x| x.active);
         // A token an interrupted overlap run created (newer than the one in use, held by no
@@ -612,14 +656,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes patrol's marker for `id` on each existing variable that lacks it.
-    async fn stamp(&self, states: &mut [VariableState], id: u64) -> Result<(), Failure> {
+    /// Writes a pending marker for `id` on each hidden variable that carries no marker at all.
+    /// An older pending marker stays: once its token is gone it proves the variable stale, and
+    /// replacing it would forget that.
+    async fn mark_pending(&self, states: &mut [VariableState], id: u64) -> Result<(), Failure> {
         for s in states.iter_mut() {
             let Some(existing) = &mut s.existing else { continue };
-            if marker(existing.description.as_deref()) == Some(id) {
+            let description = existing.description.as_deref();
+            if !existing.hidden || marker(description).is_some() || pending_marker(description).is_some() {
                 continue;
             }
-            let description = with_marker(existing.description.as_deref(), id);
+            let description = with_pending(description, id);
             let body = json!({ "description": description });
             self.client
                 .update_variable(&s.target.holder, &s.target.key, &s.target.environment_scope, &body)
@@ -636,7 +683,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Rotates `old`, following GitLab's state when an answer is lost: never a replay.
+    /// Rotates `old`, following GitLab's state when an answer is lost: never a replay. After an
+    /// unknown outcome no rotate is sent for the token until GitLab's list shows the old token
+    /// revoked (then its successor is rotated to get a secret patrol holds) or the request
+    /// deadline has passed since the lost request was sent with the old token still active
+    /// (then GitLab can no longer carry it out, and sending again is safe).
     async fn obtain_by_rotation(
         &self,
         t: &ManagedToken,
@@ -646,6 +697,7 @@ impl Engine {
     ) -> Result<(IssuedToken, Vec<String>), Failure> {
         let mut notes = Vec::new();
         for _ in 0..4 {
+            let sent = tokio::time::Instant::now();
             let error = match self.client.rotate(home, old.id, expires_at).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
@@ -657,26 +709,34 @@ impl Engine {
                     continue;
                 }
             }
-            if !(error.outcome_unknown() || error.status() == Some(429)) {
+            if !error.outcome_unknown() {
                 return Err(Failure(format!("GitLab refused to rotate token {}: {error}. {}", old.id, advice(&error))));
             }
             tracing::warn!(token_id = old.id, %error, "rotate answer lost; reading GitLab's state");
-            if let GitlabError::Status { retry_after: Some(wait), .. } = &error {
-                tokio::time::sleep(*wait).await;
-            }
-            let now = self.list_named(home, &t.name).await?;
-            if now.iter().any(|x| x.id == old.id && !x.revoked) {
-                continue; // GitLab did not rotate it: sending again is safe.
-            }
-            match now.iter().filter(|x| x.active && x.id > old.id).max_by_key(|x| x.id) {
-                Some(successor) => {
+            let old_id = old.id;
+            let settled = self
+                .await_outcome(home, &t.name, sent, |now| {
+                    // Still listed unrevoked: not rotated (yet). Gone from the unrevoked list:
+                    // rotated, and its successor is the newest active token with the name.
+                    (!now.iter().any(|x| x.id == old_id))
+                        .then(|| now.iter().filter(|x| x.active && x.id > old_id).max_by_key(|x| x.id).cloned())
+                })
+                .await?;
+            match settled {
+                None => {
+                    notes.push(format!(
+                        "rotating token {old_id} got no answer ({error}); GitLab still showed it active {}s after it was sent, so it was sent again",
+                        self.options.request_deadline.as_secs()
+                    ));
+                }
+                Some(Some(successor)) => {
                     notes.push(format!(
                         "the answer to rotating token {} was lost; GitLab had issued token {}, whose secret was rotated again to recover it",
                         old.id, successor.id
                     ));
-                    old = successor.clone();
+                    old = successor;
                 }
-                None => {
+                Some(None) => {
                     return Err(Failure(format!(
                         "rotating token {} got no answer ({error}), and GitLab now shows it revoked with no active successor. Create a token named {:?} in GitLab, or set `scopes` and run `patrol rotate --only {}` to let patrol create it.",
                         old.id, t.name, t.id
@@ -687,7 +747,35 @@ impl Engine {
         Err(Failure(format!("rotating token {} did not succeed after 4 attempts; run again later", old.id)))
     }
 
-    /// Creates a token with the name; a lost answer is recovered by rotating what was created.
+    /// After a rotate or create whose answer was lost: lists the tokens with the name until
+    /// `settled` finds that GitLab carried the request out (`Some`), or until a listing taken
+    /// once the request deadline had passed since `sent` still finds it did not (`None`: GitLab
+    /// can no longer carry it out). GitLab keeps working on a request after its client gave up,
+    /// until that deadline (§12), so a listing taken earlier proves nothing.
+    async fn await_outcome<T>(
+        &self,
+        home: &TokenHome,
+        name: &str,
+        sent: tokio::time::Instant,
+        settled: impl Fn(&[ApiToken]) -> Option<T>,
+    ) -> Result<Option<T>, Failure> {
+        let deadline = sent + self.options.request_deadline;
+        loop {
+            let past = tokio::time::Instant::now() >= deadline;
+            let now = self.list_named(home, name).await?;
+            if let Some(done) = settled(&now) {
+                return Ok(Some(done));
+            }
+            if past {
+                return Ok(None);
+            }
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(5));
+            tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+        }
+    }
+
+    /// Creates a token with the name; a lost answer is recovered by rotating what was created,
+    /// and the create is sent again only once GitLab can no longer carry out the lost one.
     async fn obtain_by_creation(
         &self,
         t: &ManagedToken,
@@ -700,6 +788,7 @@ impl Engine {
         let mut expires_at = expires_at;
         let mut notes = vec!["created a new token".to_owned()];
         for _ in 0..3 {
+            let sent = tokio::time::Instant::now();
             let error = match self.client.create_token(home, &t.name, scopes, expires_at, description).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
@@ -719,8 +808,13 @@ impl Engine {
                     advice(&error)
                 )));
             }
-            let now = self.list_named(home, &t.name).await?;
-            if let Some(created) = now.iter().filter(|x| x.active && x.id > before).max_by_key(|x| x.id) {
+            tracing::warn!(%error, "create answer lost; reading GitLab's state");
+            let created = self
+                .await_outcome(home, &t.name, sent, |now| {
+                    now.iter().filter(|x| x.active && x.id > before).max_by_key(|x| x.id).cloned()
+                })
+                .await?;
+            if let Some(created) = created {
                 let (issued, mut notes) = self.obtain_by_rotation(t, home, created.clone(), expires_at).await?;
                 notes.insert(
                     0,
@@ -1093,6 +1187,12 @@ mod tests {
         assert_eq!(with_marker(Some(&long), 123).chars().count(), 255);
         assert_eq!(marker(Some("CI token [patrol: token 42]")), Some(42));
         assert_eq!(marker(Some("no marker")), None);
+        // A pending marker is not patrol's marker, and writing the secret replaces it.
+        assert_eq!(with_pending(Some("deploys"), 7), "deploys [patrol: pending 7]");
+        assert_eq!(pending_marker(Some("deploys [patrol: pending 7]")), Some(7));
+        assert_eq!(marker(Some("deploys [patrol: pending 7]")), None);
+        assert_eq!(with_marker(Some("deploys [patrol: pending 7]"), 8), "deploys [patrol: token 8]");
+        assert_eq!(pending_marker(Some("deploys [patrol: token 8]")), None);
     }
 
     #[test]

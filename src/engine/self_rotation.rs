@@ -246,7 +246,8 @@ async fn locked(
         }
     }
     let today = options.today;
-    let issued = obtain(client, me, resource, target, today + Days::days(target.expires_in_days), report).await?;
+    let expires_at = today + Days::days(target.expires_in_days);
+    let issued = obtain(client, me, resource, target, expires_at, report, options.request_deadline).await?;
     report.after = Some(After { token_id: issued.token.id, expires_at: issued.token.expires_at });
     tracing::info!(new_token = issued.token.id, expires_at = ?issued.token.expires_at, "new secret issued");
 
@@ -304,8 +305,10 @@ async fn obtain(
     target: &SelfTarget,
     mut expires_at: chrono::NaiveDate,
     report: &mut TokenReport,
+    deadline: Duration,
 ) -> Result<IssuedToken, String> {
     for _ in 0..4 {
+        let sent = tokio::time::Instant::now();
         let error = match client.rotate_self(resource, expires_at).await {
             Ok(issued) => return Ok(issued),
             Err(e) => e,
@@ -317,19 +320,23 @@ async fn obtain(
                 continue;
             }
         }
-        if !(error.outcome_unknown() || error.status() == Some(429)) {
+        if !error.outcome_unknown() {
             return Err(format!(
                 "GitLab refused to rotate token {}: {error}. Nothing was changed; the token still works.",
                 me.id
             ));
         }
         tracing::warn!(token_id = me.id, %error, "self-rotate answer lost; asking GitLab whether it rotated");
-        if let GitlabError::Status { retry_after: Some(wait), .. } = &error {
-            tokio::time::sleep(*wait).await;
-        }
-        match still_valid(client).await {
-            Some(true) => continue, // GitLab did not rotate it: sending again is safe.
+        match rotated_after(client, sent, deadline).await {
             Some(false) => {
+                // GitLab can no longer carry out the lost request, and the token still works.
+                report.reason.push_str(&format!(
+                    "; rotating got no answer ({error}), and the token still worked {}s after, so it was sent again",
+                    deadline.as_secs()
+                ));
+                continue;
+            }
+            Some(true) => {
                 return Err(format!(
                     "GitLab rotated token {} but its answer, the only copy of the new secret, was lost ({error}); the old token is revoked. Nothing patrol can do recovers it. A person must {}",
                     me.id,
@@ -347,6 +354,25 @@ async fn obtain(
         }
     }
     Err(format!("rotating token {} did not succeed after 4 attempts; nothing was changed, run again later", me.id))
+}
+
+/// Whether GitLab carried out a self-rotate sent at `sent` whose answer was lost: `Some(true)`
+/// once the old secret is refused (401), `Some(false)` when it still works in a check made after
+/// the request deadline (§12: GitLab can no longer carry it out), `None` when GitLab cannot be
+/// asked. A check made before the deadline proves nothing, so it waits and asks again.
+async fn rotated_after(client: &Client, sent: tokio::time::Instant, deadline: Duration) -> Option<bool> {
+    let deadline = sent + deadline;
+    loop {
+        let past = tokio::time::Instant::now() >= deadline;
+        match still_valid(client).await? {
+            false => return Some(true),
+            true if past => return Some(false),
+            true => {
+                let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(5));
+                tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+            }
+        }
+    }
 }
 
 /// Whether the client's (old) secret still authenticates (`Some(false)` once GitLab has revoked

@@ -307,7 +307,9 @@ impl Client {
         GitlabError::Transport { method: method.to_string(), path: path.into(), detail }
     }
 
-    /// Sends a request; retries it per the policy when it is idempotent (not `POST`).
+    /// Sends a request; retries it per the policy when it is idempotent (not `POST`). A 429 is
+    /// retried whatever the method: GitLab's throttle answers it before the request reaches the
+    /// application (§5.3), so even a `POST` was not carried out and may be sent again.
     async fn request(
         &self,
         credential: Option<&Secret>,
@@ -325,7 +327,7 @@ impl Client {
         loop {
             let result = self.once(credential, &method, path, query, body).await.and_then(|a| check(&method, path, a));
             match result {
-                Err(e) if retry && e.is_transient() && attempt < policy.attempts => {
+                Err(e) if (retry && e.is_transient() || e.status() == Some(429)) && attempt < policy.attempts => {
                     let wait = match &e {
                         GitlabError::Status { retry_after: Some(ra), .. } => *ra,
                         _ => delay,

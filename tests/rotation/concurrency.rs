@@ -70,6 +70,7 @@ async fn two_runs_started_together_rotate_each_token_once() {
         // And the next run finds everything done.
         let next = u.patrol(&["rotate"]).await;
         assert_eq!(next.code, 0, "round {round}: {}\n{}", next.stdout, tail(&next.stderr));
+        assert_eq!(outcomes(&next).len(), 4, "round {round}: every token is in the report: {:?}", outcomes(&next));
         assert!(outcomes(&next).iter().all(|(_, o)| o == "unchanged"), "round {round}: {:?}", outcomes(&next));
     }
     println!("concurrent runs: {ROUNDS} rounds of 2 runs x 4 tokens; a run found a token locked {contended} times");

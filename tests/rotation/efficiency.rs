@@ -15,7 +15,8 @@ async fn rate_limit_headers_pace_patrol_so_gitlab_never_answers_429() {
     let requests = u.sim.requests().len();
     assert!(requests > 24, "the run spans several windows ({requests} requests)");
     assert_eq!(u.sim.throttled(), 0, "patrol paced itself by RateLimit-Remaining/Reset");
-    assert!(outcomes(&run).iter().all(|(_, o)| o == "rotated"));
+    assert_eq!(outcomes(&run).len(), 4, "every token is in the report: {:?}", outcomes(&run));
+    assert!(outcomes(&run).iter().all(|(_, o)| o == "rotated"), "{:?}", outcomes(&run));
 }
 
 #[tokio::test]
@@ -58,7 +59,8 @@ async fn past_ten_thousand_records_every_page_is_still_read_once() {
     let u = Universe::new(seed, FLEET_CONFIG).await;
     let run = u.patrol(&["audit", "--json", "--within-days", "365"]).await;
     assert_eq!(run.code, 0, "{}", tail(&run.stderr));
-    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("the audit's JSON: {e}: {}", tail(&run.stdout)));
     let ids: Vec<u64> =
         report["tokens"].as_array().into_iter().flatten().filter_map(|t| t["token_id"].as_u64()).collect();
     let mut unique = ids.clone();

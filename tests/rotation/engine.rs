@@ -9,7 +9,10 @@ async fn every_kind_is_rotated_stored_verified_and_its_pipeline_passes() {
     let u = Universe::new(fleet(), FLEET_CONFIG).await;
     let before: Vec<u64> =
         ["alice-ci", "app-ci", "sec-reports", "inventory"].iter().flat_map(|n| u.active(n)).collect();
+    assert_eq!(before.len(), 4, "one active token of each name before the run");
+    let started = patrol::app::today();
     let run = u.patrol(&["rotate"]).await;
+    let ended = patrol::app::today();
     assert_eq!(run.code, 0, "stdout:\n{}\nstderr tail:\n{}", run.stdout, tail(&run.stderr));
     let expected: Vec<(String, String)> =
         ["personal", "project", "group", "service"].iter().map(|id| (id.to_string(), "rotated".to_string())).collect();
@@ -45,8 +48,12 @@ async fn every_kind_is_rotated_stored_verified_and_its_pipeline_passes() {
         let retries: u32 = w.pipelines.values().filter(|p| Some(p.project) == app).map(|p| p.retries).sum();
         assert_eq!(retries, 1);
     });
-    let new_expiry = (patrol::app::today() + chrono::Duration::days(365)).to_string();
-    assert_eq!(run.report["tokens"][1]["after"]["expires_at"], new_expiry.as_str());
+    let new_expiry = run.report["tokens"][1]["after"]["expires_at"].as_str();
+    let expected = expiry_after(started, ended, 365);
+    assert!(
+        new_expiry.is_some_and(|e| expected.iter().any(|x| x == e)),
+        "{new_expiry:?}, expected one of {expected:?}"
+    );
     assert_eq!(run.report["tokens"][1]["pipelines"][0]["status"], "success");
     assert_eq!(run.report["summary"]["rotated"], 4);
     assert!(run.junit.contains("<testcase") && run.junit.matches("<testcase").count() == 4, "{}", run.junit);
@@ -57,6 +64,7 @@ async fn every_kind_is_rotated_stored_verified_and_its_pipeline_passes() {
     let from = u.sim.requests().len();
     let again = u.patrol(&["rotate"]).await;
     assert_eq!(again.code, 0);
+    assert_eq!(outcomes(&again).len(), 4, "every token is in the report: {:?}", outcomes(&again));
     assert!(outcomes(&again).iter().all(|(_, o)| o == "unchanged"), "{:?}", outcomes(&again));
     assert_eq!(u.writes_since(from), Vec::<String>::new());
 }
@@ -64,14 +72,15 @@ async fn every_kind_is_rotated_stored_verified_and_its_pipeline_passes() {
 #[tokio::test]
 async fn plan_is_read_only_and_says_what_is_due() {
     let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    // The seeded expiry (3 days from when the simulator started), read before the run.
+    let expires = u.sim.with_world(|w| w.tokens.values().find(|t| t.name == "alice-ci").and_then(|t| t.expires_at));
+    let expires = expires.unwrap_or_else(|| panic!("the seed's alice-ci token has an expiry"));
     let run = u.patrol(&["plan", "--exit-code"]).await;
     assert_eq!(run.code, 4, "{}", run.stdout);
-    assert!(outcomes(&run).iter().all(|(_, o)| o == "due"));
+    assert_eq!(outcomes(&run).len(), 4, "every token is in the plan: {:?}", outcomes(&run));
+    assert!(outcomes(&run).iter().all(|(_, o)| o == "due"), "{:?}", outcomes(&run));
     assert_eq!(run.report["tokens"][0]["variables"][0]["outcome"], "would-write");
-    assert_eq!(
-        run.report["tokens"][0]["reason"],
-        format!("expires {}, within 14 days", patrol::app::today() + chrono::Duration::days(3))
-    );
+    assert_eq!(run.report["tokens"][0]["reason"], format!("expires {expires}, within 14 days"));
     assert_eq!(u.writes_since(0), Vec::<String>::new());
     assert_eq!(u.patrol(&["plan"]).await.code, 0, "without --exit-code, due is success");
     let in_ci = u.patrol_with(&["plan"], &[("GITLAB_CI", "true")]).await;
@@ -119,6 +128,7 @@ async fn an_expired_token_is_rotated_and_a_revoked_one_is_recreated() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
     let reasons: Vec<&str> =
         run.report["tokens"].as_array().into_iter().flatten().filter_map(|t| t["reason"].as_str()).collect();
+    assert_eq!(reasons.len(), 2, "a reason for each of the two tokens: {}", run.report);
     assert!(
         reasons[0].starts_with("no active or rotatable token") && reasons[0].contains("created a new token"),
         "{reasons:?}"
@@ -145,9 +155,12 @@ async fn overlap_stores_and_verifies_the_new_token_before_revoking_the_old() {
         assert!(w.tokens.get(&now[0]).is_some_and(|t| t.previous.is_none()), "a created token, not a rotation")
     });
     let order: Vec<String> = u.writes_since(0);
-    let created = order.iter().position(|r| r.starts_with("POST") && r.ends_with("/personal_access_tokens"));
-    let revoked = order.iter().position(|r| r.starts_with("DELETE"));
-    let written = order.iter().rposition(|r| r.starts_with("PUT") && r.contains("SA_TOKEN"));
+    // Each request must be there: a missing one is a failure, not an `Option` that sorts first.
+    let at = |what: &str, found: Option<usize>| found.unwrap_or_else(|| panic!("no {what} request: {order:?}"));
+    let created =
+        at("create", order.iter().position(|r| r.starts_with("POST") && r.ends_with("/personal_access_tokens")));
+    let revoked = at("revoke", order.iter().position(|r| r.starts_with("DELETE")));
+    let written = at("SA_TOKEN write", order.iter().rposition(|r| r.starts_with("PUT") && r.contains("SA_TOKEN")));
     assert!(created < written && written < revoked, "{order:?}");
 }
 
@@ -302,7 +315,8 @@ async fn audit_lists_what_expires_soon_and_marks_managed_tokens() {
                 t["name"].as_str().unwrap_or_default().into(),
                 t["kind"].as_str().unwrap_or_default().into(),
                 t["owner"].as_str().unwrap_or_default().into(),
-                t["managed"].clone(),
+                // Present in every entry: `null` for a token no [[token]] manages.
+                t.get("managed").cloned().unwrap_or_else(|| panic!("an entry without `managed`: {t}")),
             )
         })
         .collect();
@@ -320,7 +334,9 @@ async fn audit_lists_what_expires_soon_and_marks_managed_tokens() {
     assert_eq!(report["within_days"], 30);
 
     let by_group = u.patrol(&["audit", "--json", "--group", "sec"]).await;
-    let report: serde_json::Value = serde_json::from_str(&by_group.stdout).unwrap_or_default();
+    assert_eq!(by_group.code, 0, "{}", by_group.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&by_group.stdout).unwrap_or_else(|e| panic!("{e}: {}", by_group.stdout));
     let kinds: Vec<&str> =
         report["tokens"].as_array().into_iter().flatten().filter_map(|t| t["kind"].as_str()).collect();
     assert_eq!(kinds.len(), 3, "{}", by_group.stdout);
@@ -351,6 +367,18 @@ async fn patrol_demo_tells_the_story_and_exits_0() {
     }
     assert!(!stdout.lines().any(|l| l.contains(": failed")), "{stdout}");
     assert_eq!(stdout.matches("glpat-").count(), 0, "no secret in the demo's output");
+}
+
+/// The expiry a run makes for `days` from its date: patrol takes the date (UTC) once, when it
+/// starts. `started` and `ended` are the dates taken just before and after the run: the same
+/// day, which gives one right answer, unless the run crossed midnight, when it is one of two.
+pub fn expiry_after(started: chrono::NaiveDate, ended: chrono::NaiveDate, days: i64) -> Vec<String> {
+    assert!(ended == started || ended == started + chrono::Duration::days(1), "a run spans at most one midnight");
+    let mut dates = vec![(started + chrono::Duration::days(days)).to_string()];
+    if ended != started {
+        dates.push((ended + chrono::Duration::days(days)).to_string());
+    }
+    dates
 }
 
 pub fn tail(s: &str) -> String {

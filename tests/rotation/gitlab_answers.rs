@@ -28,13 +28,15 @@ environment_scope = "{scope}"
 async fn a_user_token_recreated_past_the_lifetime_limit_is_shortened_on_gitlabs_422() {
     let mut seed = fleet();
     seed.max_token_lifetime_days = Some(200);
+    // GitLab's limit counts from its own date: the simulator's clock stands still, so the limit is
+    // known before the run even if the run crosses midnight UTC.
+    seed.frozen = true;
     seed.tokens[1].revoked = true; // alice-ci was revoked by someone: patrol recreates it
     let config = FLEET_CONFIG.replace("name = \"alice-ci\"\n", "name = \"alice-ci\"\nscopes = [\"api\"]\n");
     let u = Universe::new(seed, &config).await;
-    let today = patrol::app::today();
+    let limit = u.sim.with_world(|w| w.today() + chrono::Duration::days(200)).to_string();
     let run = u.patrol(&["rotate", "--only", "personal"]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
-    let limit = (today + chrono::Duration::days(200)).to_string();
     assert_eq!(run.report["tokens"][0]["after"]["expires_at"], limit.as_str(), "{}", run.report);
     let refused: Vec<u16> = u
         .sim
@@ -97,4 +99,60 @@ async fn a_pipeline_on_a_ref_that_does_not_exist_fails_naming_the_ref() {
 async fn a_rotate_answer_cut_short_is_recovered_like_a_lost_one() {
     // GitLab committed; the 200's body cannot be read: as good as no answer (§11).
     crate::recovery::lost_rotate_answer_is_recovered(FaultAction::TruncatedAnswer).await;
+}
+
+/// Issue 13, case 1: GitLab carries a rotate out after patrol stopped waiting (§12). A listing
+/// right after the timeout still shows the old token active; sending the rotate again then would
+/// meet a token the late commit revokes (reuse detection, in the strict reading). patrol waits
+/// for the request deadline, sees the late commit, and recovers through the successor.
+#[tokio::test]
+async fn a_rotate_that_commits_after_patrol_gave_up_is_never_sent_again() {
+    let seed = Seed { revoked_rotate_revokes_family: true, ..fleet() };
+    let config = format!("[gitlab]\nrequest_deadline_seconds = 4\n{FLEET_CONFIG}");
+    let u = Universe::new(seed, &config).await;
+    u.sim.inject(
+        patrol::simulator::Fault::new(
+            Some("POST"),
+            "/api/v4/groups/*/service_accounts/*/personal_access_tokens/*/rotate",
+            FaultAction::CommitsLate { after_millis: 2500 },
+        )
+        .times(1),
+    );
+    let run = u.patrol_with(&["rotate", "--only", "service"], &[("PATROL_TIMEOUT", "0.5")]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert!(u.sim.reuse_detections().is_empty(), "the old token was never rotated twice");
+    let reason = run.report["tokens"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("was lost") && reason.contains("rotated again to recover it"), "{reason}");
+    let now = u.active("inventory");
+    assert_eq!(now.len(), 1, "one active token");
+    assert_eq!(u.variable_holds("SA_TOKEN", "*"), Some(now[0]));
+    let rotates: Vec<String> =
+        u.sim.requests().iter().filter(|r| r.path.ends_with("/rotate")).map(|r| r.path.clone()).collect();
+    assert_eq!(rotates.len(), 2, "the lost one, then the successor's: {rotates:?}");
+    assert_ne!(rotates[0], rotates[1]);
+}
+
+/// The other side of the deadline: a rotate GitLab never carried out (it hung, then the
+/// deadline passed with the old token still active) is sent again, and succeeds.
+#[tokio::test]
+async fn a_rotate_that_never_happened_is_sent_again_after_the_deadline() {
+    let config = format!("[gitlab]\nrequest_deadline_seconds = 1\n{FLEET_CONFIG}");
+    let u = Universe::new(Seed { revoked_rotate_revokes_family: true, ..fleet() }, &config).await;
+    let old = u.active("inventory");
+    u.sim.inject(
+        patrol::simulator::Fault::new(
+            Some("POST"),
+            "/api/v4/groups/*/service_accounts/*/personal_access_tokens/*/rotate",
+            FaultAction::Hang,
+        )
+        .times(1),
+    );
+    let run = u.patrol_with(&["rotate", "--only", "service"], &[("PATROL_TIMEOUT", "0.5")]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    let reason = run.report["tokens"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("so it was sent again"), "{reason}");
+    let now = u.active("inventory");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, old);
+    assert!(u.sim.reuse_detections().is_empty());
 }

@@ -73,7 +73,10 @@ impl Universe {
             .env("PATROL_TOKEN", ADMIN)
             .env("PATROL_LOG", "trace")
             .env("PATROL_TIMEOUT", "2")
-            .env("PATROL_RETRY_SECONDS", "3");
+            .env("PATROL_RETRY_SECONDS", "3")
+            // The simulator carries a request out at once unless a test holds it (`CommitsLate`),
+            // so GitLab's request deadline (§12) is short here; tests of it set their own.
+            .env("PATROL_REQUEST_DEADLINE_SECONDS", "2");
         if matches!(args.first(), Some(&"plan") | Some(&"rotate")) {
             cmd.args(["--report", &report.display().to_string(), "--junit", &junit.display().to_string()]);
         }

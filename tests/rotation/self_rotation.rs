@@ -94,19 +94,22 @@ async fn a_due_project_token_renews_itself_stores_the_new_secret_and_retries_the
 #[tokio::test]
 async fn a_personal_token_renews_itself_through_the_personal_endpoint() {
     let u = universe(100).await;
+    let started = patrol::app::today();
     let run = u
         .patrol_with(
             &["rotate", "--self", "ALICE_TOKEN", "--project", "sec/app", "--expires-in-days", "90"],
             &[("ALICE_TOKEN", ALICE_SECRET)],
         )
         .await;
+    let ended = patrol::app::today();
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
     let t = &run.report["tokens"][0];
     assert_eq!((t["kind"].as_str(), t["outcome"].as_str()), (Some("personal"), Some("rotated")));
     let now = u.active("alice-ci");
     assert_eq!(u.variable_holds("ALICE_TOKEN", "*"), Some(now[0]));
-    let expected = (chrono::Utc::now().date_naive() + chrono::Duration::days(90)).to_string();
-    assert_eq!(t["after"]["expires_at"].as_str(), Some(expected.as_str()));
+    let expires = t["after"]["expires_at"].as_str();
+    let expected = crate::engine::expiry_after(started, ended, 90);
+    assert!(expires.is_some_and(|e| expected.iter().any(|x| x == e)), "{expires:?}, expected one of {expected:?}");
     assert!(u.sim.requests().iter().any(|r| r.path == "/api/v4/personal_access_tokens/self/rotate"));
 }
 
@@ -302,4 +305,40 @@ async fn two_jobs_renewing_one_token_at_once_never_revoke_its_family() {
         let locks = u.sim.with_world(|w| w.variables.iter().filter(|v| v.key.starts_with("PATROL_LOCK_")).count());
         assert_eq!(locks, 0, "round {round}: no lock left");
     }
+}
+
+/// Issue 13, case 1, in self-rotation: the job's own rotate commits after the job gave up. The
+/// resend would carry the now-revoked secret on a rotate path, and GitLab would revoke the whole
+/// family. patrol waits for the request deadline, sees the old secret refused, and says what is
+/// known: the new secret is lost and a person must act. Nothing else is revoked.
+#[tokio::test]
+async fn a_self_rotate_that_commits_after_the_job_gave_up_is_never_sent_again() {
+    let u = universe(3).await;
+    u.sim.inject(
+        Fault::new(
+            Some("POST"),
+            "/api/v4/projects/*/access_tokens/self/rotate",
+            FaultAction::CommitsLate { after_millis: 2000 },
+        )
+        .times(1),
+    );
+    let project_id = u.sim.with_world(|w| w.project_by_path("sec/app").map(|p| p.id.to_string())).unwrap_or_default();
+    let run = u
+        .patrol_with(
+            &["rotate", "--self", "APP_TOKEN", "--retry-ref", "main"],
+            &[
+                ("APP_TOKEN", APP_SECRET),
+                ("CI_PROJECT_ID", &project_id),
+                ("PATROL_TIMEOUT", "0.5"),
+                ("PATROL_REQUEST_DEADLINE_SECONDS", "4"),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert!(u.sim.reuse_detections().is_empty(), "the revoked secret never went to a rotate path");
+    let error = error_of(&run);
+    assert!(error.contains("was lost") && error.contains("A person must"), "{error}");
+    let rotates = u.sim.requests().iter().filter(|r| r.path.ends_with("/rotate")).count();
+    assert_eq!(rotates, 1, "sent once");
+    assert_eq!(u.active("app-ci").len(), 1, "the late commit's successor is active, its secret lost");
 }

@@ -556,7 +556,10 @@ async fn injected_faults_fire_as_configured() {
         .send()
         .await;
     assert!(hung.is_err_and(|e| e.is_timeout()));
-    api.sim.with_world(|w| assert!(w.variables.iter().all(|v| v.value != "glpat-hanghanghanghanghang")));
+    api.sim.with_world(|w| {
+        assert!(!w.variables.is_empty(), "the seed's variables are there to look at");
+        assert!(w.variables.iter().all(|v| v.value != "glpat-hanghanghanghanghang"))
+    });
 
     // Probabilistic faults are seeded: the same seed fires the same way.
     let pattern = |seed: u64| {
@@ -582,10 +585,13 @@ async fn the_request_log_never_holds_a_secret() {
     let api = Api::start(standard_seed()).await;
     let resp = reqwest::get(api.url(&format!("/personal_access_tokens/self?private_token={ALICE}"))).await;
     assert_eq!(resp.map(|r| r.status().as_u16()).ok(), Some(200), "the query credential works too (§5.1)");
-    api.post("/personal_access_tokens/self/rotate", ALICE, json!({})).await;
+    let rotated = api.post("/personal_access_tokens/self/rotate", ALICE, json!({})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
     let log = format!("{:?}", api.sim.requests());
     let world = api.sim.with_world(|w| format!("{w:?}"));
-    for secret in api.sim.issued_secrets() {
+    let secrets = api.sim.issued_secrets();
+    assert!(secrets.len() > 1, "the seeded secrets and the rotated one: {}", secrets.len());
+    for secret in secrets {
         assert!(!log.contains(&secret), "request log leaks a secret");
         assert!(!world.contains(&secret), "Debug of the world leaks a secret");
     }
