@@ -1,5 +1,13 @@
 //! Fleet benchmark: how close `patrol rotate` and `patrol audit` come to what GitLab's latency
-//! and rate limit allow. Not a test: it measures and prints.
+//! and rate limit allow. It measures and prints; it asserts no time. It fails (exit 1, the table
+//! so far printed) when a run did not do the fleet's work: a patrol run that exits non-zero, a
+//! rotate whose `--report` does not name exactly the seeded due tokens, each once (over all
+//! shards together), a simulator that does not show exactly those rotations or saw a rotated
+//! token reused, or an audit that does not list every managed token once.
+//!
+//! Peak memory is the kernel's own high-water mark of the patrol process (`ru_maxrss` at its
+//! exit), read through GNU `time -f %M`, which must be installed (Debian: `apt-get install time`):
+//! see BENCHMARKS.md for why not from this process, and why not by sampling.
 //!
 //! Run: `cargo bench --bench fleet`. Settings (environment):
 //! - `PATROL_BENCH_SIZES` (default `100,1000,10000`): fleet sizes N;
@@ -15,7 +23,8 @@
 use patrol::simulator::seed::{SeedPipeline, SeedProject, SeedToken, SeedUser, SeedVariable};
 use patrol::simulator::world::RequestRecord;
 use patrol::simulator::{Seed, Simulator};
-use std::collections::BTreeMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +41,23 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn fleet(n: usize) -> (Seed, String) {
+/// Stops the benchmark: a run did not do what the fleet needs, so its numbers mean nothing.
+fn fail(message: &str) -> ! {
+    eprintln!("\nfleet benchmark FAILED: {message}");
+    std::process::exit(1)
+}
+
+/// A seeded fleet: the simulator's data, patrol's config, and what a rotate must do.
+struct Fleet {
+    seed: Seed,
+    config: String,
+    /// Every managed token's config id.
+    ids: BTreeSet<String>,
+    /// The due tokens (expiring within `rotate_before_days`): config id → name in GitLab.
+    due: BTreeMap<String, String>,
+}
+
+fn fleet(n: usize) -> Fleet {
     let owners = n.div_ceil(10).max(1);
     let mut seed = Seed {
         users: vec![SeedUser { username: "root".into(), admin: true, ..Default::default() }],
@@ -46,6 +71,7 @@ fn fleet(n: usize) -> (Seed, String) {
         ..Default::default()
     };
     let mut config = String::with_capacity(n * 200);
+    let (mut ids, mut due) = (BTreeSet::new(), BTreeMap::new());
     for k in 0..owners {
         seed.users.push(SeedUser { username: format!("owner-{k}"), ..Default::default() });
         seed.projects.push(SeedProject { path: format!("fleet/p{k}"), ..Default::default() });
@@ -54,6 +80,11 @@ fn fleet(n: usize) -> (Seed, String) {
         let k = i / 10;
         let name = format!("svc-{i}");
         let days = if i % 4 == 0 { 5 } else { 200 };
+        // The default policy rotates what expires within 14 days.
+        if days < 14 {
+            due.insert(format!("t{i}"), name.clone());
+        }
+        ids.insert(format!("t{i}"));
         seed.tokens.push(SeedToken {
             name: name.clone(),
             user: Some(format!("owner-{k}")),
@@ -82,7 +113,7 @@ fn fleet(n: usize) -> (Seed, String) {
              [[token.pipeline]]\nproject = \"fleet/p{k}\"\nref = \"r{i}\"\n\n"
         ));
     }
-    (seed, config)
+    Fleet { seed, config, ids, due }
 }
 
 struct Measured {
@@ -91,51 +122,163 @@ struct Measured {
     code: i32,
 }
 
-/// Runs the real binary and measures its wall time and its own peak memory (VmHWM).
-fn run_patrol(args: &[String], url: &str, log: &Path) -> Measured {
-    let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
+/// GNU `time` (or one that takes `-f %M -o FILE` and exits with its command's code), found on
+/// PATH and checked on patrol itself.
+fn gnu_time(dir: &Path) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("time")).find(|t| t.is_file()))
+        .unwrap_or_default()
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/time"));
+    let probe = dir.join("time-probe");
+    let ran = Command::new(&found)
+        .args(["-f", "%M", "-o"])
+        .arg(&probe)
+        .arg(env!("CARGO_BIN_EXE_patrol"))
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    match ran {
+        Ok(status) if status.success() && peak_kb(&probe).is_some() => found,
+        other => fail(&format!(
+            "peak memory is read with GNU time (`{} -f %M`), which did not work here ({other:?}); \
+             install it (Debian, Ubuntu: apt-get install time)",
+            found.display()
+        )),
+    }
+}
+
+/// The `%M` (peak resident set, KB) that `time -o FILE` wrote: its last line, after any
+/// "Command exited with non-zero status" line.
+fn peak_kb(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.lines().rev().find(|l| !l.trim().is_empty())?.trim().parse().ok()
+}
+
+/// Runs the real binary under `time` and measures its wall time and its own peak memory.
+/// stdout goes to `out`, stderr to `log`.
+fn run_patrol(time: &Path, args: &[String], url: &str, log: &Path, out: &Path) -> Measured {
+    let memory = log.with_extension("maxrss");
+    let stderr = std::fs::File::create(log).unwrap_or_else(|e| fail(&format!("{}: {e}", log.display())));
+    let stdout = std::fs::File::create(out).unwrap_or_else(|e| fail(&format!("{}: {e}", out.display())));
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_patrol"))
+    // `time` forks patrol from its own small process and reads the kernel's ru_maxrss for it at
+    // exit (wait4): the high-water mark over the whole life of the process, the last moment
+    // included. A child of this process would inherit this process's size in ru_maxrss at exec.
+    let status = Command::new(time)
+        .args(["-f", "%M", "-o"])
+        .arg(&memory)
+        .arg(env!("CARGO_BIN_EXE_patrol"))
         .args(args)
         .env_clear()
         .env("PATROL_GITLAB_URL", url)
         .env("PATROL_TOKEN", ADMIN)
         .env("PATROL_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run patrol: {e}"));
-    let pid = child.id() as libc::pid_t;
-    // Peak memory is read from /proc/<pid>/status (VmHWM) while patrol runs: `wait4`'s
-    // ru_maxrss would include this benchmark's own size, which a spawned child inherits at exec.
-    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let sampler = {
-        let running = running.clone();
-        std::thread::spawn(move || {
-            let mut peak_kb = 0u64;
-            while running.load(std::sync::atomic::Ordering::Relaxed) {
-                let hwm = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
-                    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()
-                });
-                peak_kb = peak_kb.max(hwm.unwrap_or(0));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            peak_kb
-        })
-    };
-    let mut status = 0;
-    // SAFETY: waitpid on our own child, with a valid pointer to a local; std's Child is not used
-    // to wait afterwards.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::waitpid(pid, &mut status, 0);
-    }
+        .stdout(stdout)
+        .stderr(stderr)
+        .status()
+        .unwrap_or_else(|e| fail(&format!("cannot run patrol under {}: {e}", time.display())));
     let wall = started.elapsed();
-    running.store(false, std::sync::atomic::Ordering::Relaxed);
-    let peak_kb = sampler.join().unwrap_or(0);
-    std::mem::forget(child);
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    Measured { wall, peak_rss_mb: peak_kb as f64 / 1024.0, code }
+    let peak = peak_kb(&memory).unwrap_or_else(|| {
+        let text = std::fs::read_to_string(&memory).unwrap_or_default();
+        fail(&format!("no peak memory from time for `patrol {}`: {text:?}", args.join(" ")))
+    });
+    // `time` exits with patrol's code; a signal is 128 + its number (or no code at all).
+    Measured { wall, peak_rss_mb: peak as f64 / 1024.0, code: status.code().unwrap_or(-1) }
+}
+
+/// Fails unless the run exited 0, with the end of its log.
+fn check_exit(what: &str, code: i32, log: &Path) {
+    if code != 0 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        fail(&format!("{what} exited {code}; the end of its log ({}):\n{}", log.display(), tail.join("\n")));
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    serde_json::from_str(&text).unwrap_or_else(|e| fail(&format!("{} is not JSON: {e}", path.display())))
+}
+
+/// The ids a rotate's `--report` (schema_version 1) says it rotated, after checking that its
+/// summary counts the same and that no token failed.
+fn rotated_in_report(path: &Path) -> Vec<String> {
+    let report = read_json(path);
+    if report["schema_version"] != 1 {
+        fail(&format!("{}: schema_version {}, expected 1", path.display(), report["schema_version"]));
+    }
+    let Some(tokens) = report["tokens"].as_array() else { fail(&format!("{}: no tokens array", path.display())) };
+    let with = |outcome: &str| -> Vec<String> {
+        tokens.iter().filter(|t| t["outcome"] == outcome).map(|t| t["id"].as_str().unwrap_or("?").to_owned()).collect()
+    };
+    let (rotated, failed) = (with("rotated"), with("failed"));
+    if report["summary"]["rotated"].as_u64() != Some(rotated.len() as u64) {
+        fail(&format!(
+            "{}: summary.rotated is {}, but {} tokens have outcome rotated",
+            path.display(),
+            report["summary"]["rotated"],
+            rotated.len()
+        ));
+    }
+    if !failed.is_empty() {
+        fail(&format!("{}: {} tokens failed: {:?}", path.display(), failed.len(), &failed[..failed.len().min(10)]));
+    }
+    rotated
+}
+
+/// A rotate (or all its shards together) rotated exactly the due tokens, none twice, by its
+/// reports and by the simulator's state, and GitLab's reuse detection never fired.
+fn check_rotation(what: &str, reports: &[PathBuf], due: &BTreeMap<String, String>, sim: &Simulator) {
+    let rotated: Vec<String> = reports.iter().flat_map(|r| rotated_in_report(r)).collect();
+    let unique: BTreeSet<&String> = rotated.iter().collect();
+    if unique.len() != rotated.len() {
+        fail(&format!("{what}: {} tokens reported rotated, only {} distinct: some twice", rotated.len(), unique.len()));
+    }
+    if rotated.len() != due.len() {
+        fail(&format!("{what}: rotated {} tokens, {} were seeded due", rotated.len(), due.len()));
+    }
+    let expected: BTreeSet<&String> = due.keys().collect();
+    if unique != expected {
+        let missing: Vec<_> = expected.difference(&unique).take(10).collect();
+        let extra: Vec<_> = unique.difference(&expected).take(10).collect();
+        fail(&format!(
+            "{what}: rotated the wrong tokens; due but not rotated {missing:?}, rotated but not due {extra:?}"
+        ));
+    }
+    // GitLab's side: one token made by rotation per due token, named as the due one.
+    let mut made: Vec<String> =
+        sim.with_world(|w| w.tokens.values().filter(|t| t.previous.is_some()).map(|t| t.name.clone()).collect());
+    made.sort();
+    let mut names: Vec<String> = due.values().cloned().collect();
+    names.sort();
+    if made != names {
+        fail(&format!(
+            "{what}: the simulator holds {} tokens made by rotation, {} were due (first of them: {:?})",
+            made.len(),
+            names.len(),
+            &made[..made.len().min(10)]
+        ));
+    }
+    let reused = sim.reuse_detections();
+    if !reused.is_empty() {
+        fail(&format!("{what}: GitLab's reuse detection fired {} times: {reused:?}", reused.len()));
+    }
+}
+
+/// An audit's JSON lists every managed token, once.
+fn check_audit(what: &str, out: &Path, ids: &BTreeSet<String>) {
+    let audit = read_json(out);
+    let Some(tokens) = audit["tokens"].as_array() else { fail(&format!("{}: no tokens array", out.display())) };
+    let managed: Vec<&str> = tokens.iter().filter_map(|t| t["managed"].as_str()).collect();
+    let unique: BTreeSet<&str> = managed.iter().copied().collect();
+    let expected: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    if managed.len() != ids.len() || unique != expected {
+        fail(&format!(
+            "{what}: listed {} managed tokens ({} distinct), the config has {}",
+            managed.len(),
+            unique.len(),
+            ids.len()
+        ));
+    }
 }
 
 /// `GET /projects/:path/variables/:key`-style names for the request log.
@@ -167,6 +310,9 @@ struct Row {
     rss: f64,
     code: i32,
     endpoints: BTreeMap<String, usize>,
+    /// patrol's stderr and stdout.
+    log: PathBuf,
+    out: PathBuf,
 }
 
 fn bound(requests: usize, chain: u64, latency: Duration, rate_limit: Option<u32>) -> f64 {
@@ -177,8 +323,10 @@ fn bound(requests: usize, chain: u64, latency: Duration, rate_limit: Option<u32>
     spread.max(path).max(throttle)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     sim: &Simulator,
+    time: &Path,
     command: &str,
     args: Vec<String>,
     n: usize,
@@ -188,8 +336,11 @@ async fn measure(
 ) -> Row {
     let before = sim.requests().len();
     let url = sim.api_url();
-    let log = dir.join(format!("{command}-{n}.log"));
-    let m = tokio::task::spawn_blocking(move || run_patrol(&args, &url, &log)).await.unwrap_or_else(|e| panic!("{e}"));
+    let (log, out) = (dir.join(format!("{command}-{n}.log")), dir.join(format!("{command}-{n}.out")));
+    let (time, l, o) = (time.to_owned(), log.clone(), out.clone());
+    let m = tokio::task::spawn_blocking(move || run_patrol(&time, &args, &url, &l, &o))
+        .await
+        .unwrap_or_else(|e| fail(&format!("the {command} run: {e}")));
     let requests: Vec<RequestRecord> = sim.requests()[before..].to_vec();
     let mut endpoints = BTreeMap::new();
     for r in &requests {
@@ -205,6 +356,8 @@ async fn measure(
         rss: m.peak_rss_mb,
         code: m.code,
         endpoints,
+        log,
+        out,
     }
 }
 
@@ -247,6 +400,7 @@ async fn main() {
     let wants = |c: &str| commands.split(',').any(|w| w.trim() == c);
     let dir: PathBuf = std::env::temp_dir().join(format!("patrol-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let time = gnu_time(&dir);
     println!("patrol {} fleet benchmark on {}", env!("CARGO_PKG_VERSION"), machine());
     println!(
         "latency {} ms per request, rate limit {}, concurrency {CONCURRENCY}\n",
@@ -257,7 +411,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut details = Vec::new();
     for &n in &sizes {
-        let (seed, config) = fleet(n);
+        let Fleet { seed, config, ids, due } = fleet(n);
         let path = dir.join(format!("fleet-{n}.toml"));
         std::fs::write(&path, &config).unwrap_or_else(|e| panic!("{e}"));
         let cfg = path.display().to_string();
@@ -265,9 +419,13 @@ async fn main() {
         sim.set_latency(latency);
         sim.set_rate_limit(rate);
         if wants("rotate") {
-            let args = vec!["--config".into(), cfg.clone(), "rotate".into()];
-            let rotate = measure(&sim, "rotate", args, n, &dir, latency, rate).await;
+            let report = dir.join(format!("rotate-{n}.json"));
+            let args =
+                vec!["--config".into(), cfg.clone(), "rotate".into(), "--report".into(), report.display().to_string()];
+            let rotate = measure(&sim, &time, "rotate", args, n, &dir, latency, rate).await;
             print_row(&rotate);
+            check_exit(&format!("rotate N={n}"), rotate.code, &rotate.log);
+            check_rotation(&format!("rotate N={n}"), &[report], &due, &sim);
             details.push(rotate);
         }
         if wants("audit") {
@@ -279,8 +437,10 @@ async fn main() {
                 "--within-days".into(),
                 "365".into(),
             ];
-            let audit = measure(&sim, "audit", args, n, &dir, latency, rate).await;
+            let audit = measure(&sim, &time, "audit", args, n, &dir, latency, rate).await;
             print_row(&audit);
+            check_exit(&format!("audit N={n}"), audit.code, &audit.log);
+            check_audit(&format!("audit N={n}"), &audit.out, &ids);
             details.push(audit);
         }
         if sim.throttled() > 0 {
@@ -289,7 +449,7 @@ async fn main() {
         sim.shutdown().await;
     }
     if let (Some(&n), true) = (sizes.iter().max(), shards > 1) {
-        let (seed, config) = fleet(n);
+        let Fleet { seed, config, due, .. } = fleet(n);
         let path = dir.join(format!("fleet-{n}-shards.toml"));
         std::fs::write(&path, &config).unwrap_or_else(|e| panic!("{e}"));
         let sim = Simulator::start(seed).await.unwrap_or_else(|e| panic!("{e}"));
@@ -301,26 +461,40 @@ async fn main() {
         let started = Instant::now();
         let runs: Vec<_> = (1..=shards)
             .map(|i| {
+                let report = dir.join(format!("shard-{i}.json"));
                 let args: Vec<String> = vec![
                     "--config".into(),
                     path.display().to_string(),
                     "rotate".into(),
                     "--shard".into(),
                     format!("{i}/{shards}"),
+                    "--report".into(),
+                    report.display().to_string(),
                 ];
-                let (url, log) = (sim.api_url(), dir.join(format!("shard-{i}.log")));
-                tokio::task::spawn_blocking(move || (i, run_patrol(&args, &url, &log)))
+                let (url, log, out) =
+                    (sim.api_url(), dir.join(format!("shard-{i}.log")), dir.join(format!("shard-{i}.out")));
+                let time = time.clone();
+                tokio::task::spawn_blocking(move || {
+                    (i, report, log.clone(), run_patrol(&time, &args, &url, &log, &out))
+                })
             })
             .collect();
+        let mut finished = Vec::new();
         for run in runs {
-            let (i, m) = run.await.unwrap_or_else(|e| panic!("{e}"));
+            let (i, report, log, m) = run.await.unwrap_or_else(|e| fail(&format!("a shard's run: {e}")));
             println!("| {i}/{shards} | {:.2} | {:.1} | {} |", m.wall.as_secs_f64(), m.peak_rss_mb, m.code);
+            finished.push((i, report, log, m.code));
         }
         println!("| all | {:.2} | | |", started.elapsed().as_secs_f64());
+        for (i, _, log, code) in &finished {
+            check_exit(&format!("shard {i}/{shards} of N={n}"), *code, log);
+        }
+        let reports: Vec<PathBuf> = finished.into_iter().map(|(_, report, _, _)| report).collect();
+        check_rotation(&format!("N={n} in {shards} shards"), &reports, &due, &sim);
         let rotated = sim.with_world(|w| w.tokens.values().filter(|t| t.previous.is_some()).count());
         println!(
-            "\ntokens rotated across the shards: {rotated} (expected {}); reuse detections: {}",
-            n.div_ceil(4),
+            "\ntokens rotated across the shards: {rotated}, exactly the {} due, none twice (checked); reuse detections: {}",
+            due.len(),
             sim.reuse_detections().len()
         );
         sim.shutdown().await;

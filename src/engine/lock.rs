@@ -234,8 +234,51 @@ mod tests {
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
         assert_ne!(key("app-ci"), key("app_ci"));
         assert_ne!(key("App"), key("app"));
-        assert_eq!(key("app-ci"), a, "stable");
         assert!(key(&"x".repeat(1000)).len() <= 255);
+    }
+
+    /// The key is part of the protocol between patrol versions and machines: two runs must name
+    /// the same lock for the same token. The expected keys are the low 32 bits of FNV-1a 64 of
+    /// the id, worked out outside this code (Python: `h = 0xcbf29ce484222325; for b in id:
+    /// h = ((h ^ b) * 0x100000001b3) % 2**64`), e.g. "a" gives 0xaf63dc4c8601ec8c, the published
+    /// FNV-1a test vector.
+    #[test]
+    fn keys_are_fixed_for_a_given_id() {
+        assert_eq!(key("app-ci"), "PATROL_LOCK_APP_CI_9813095B");
+        assert_eq!(key("app_ci"), "PATROL_LOCK_APP_CI_8D6F11B5");
+        assert_eq!(key("App"), "PATROL_LOCK_APP_A04066EC");
+        assert_eq!(key("app"), "PATROL_LOCK_APP_056A838C");
+        assert_eq!(key("a"), "PATROL_LOCK_A_8601EC8C");
+        assert_eq!(key(""), "PATROL_LOCK__84222325");
+        // Only 200 characters of the id are kept readable; the hash is still over all 1000.
+        assert_eq!(key(&"x".repeat(1000)), format!("PATROL_LOCK_{}_3134D2C5", "X".repeat(200)));
+    }
+
+    /// The value is read by other patrol versions on other machines: its text is fixed.
+    #[test]
+    fn value_text_is_fixed_and_a_written_one_parses() {
+        let run =
+            RunId { id: "0123456789abcdef".into(), host: "runner-7".into(), pid: 4242, job: Some("12/345".into()) };
+        let until = DateTime::parse_from_rfc3339("2026-11-28T12:30:00Z").map(|d| d.with_timezone(&Utc));
+        let Ok(until) = until else { panic!("literal date") };
+        assert_eq!(
+            value(&run, until),
+            "patrol run=0123456789abcdef host=runner-7 pid=4242 until=2026-11-28T12:30:00Z job=12/345"
+        );
+        assert_eq!(
+            value(&RunId { job: None, ..run }, until),
+            "patrol run=0123456789abcdef host=runner-7 pid=4242 until=2026-11-28T12:30:00Z"
+        );
+        assert_eq!(
+            parse("patrol run=r1 host=h9 pid=77 until=2026-11-28T12:30:00Z job=group/sub/12/345"),
+            Some(Owner {
+                run: "r1".into(),
+                host: "h9".into(),
+                pid: Some(77),
+                until: Some(until),
+                job: Some(("group/sub/12".into(), 345)),
+            })
+        );
     }
 
     #[test]
