@@ -1,7 +1,7 @@
 //! The TOML config: parse, validate, and explain every problem with file, line and key.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
@@ -125,6 +125,10 @@ pub struct ManagedToken {
     pub name: String,
     pub owner: Owner,
     pub scopes: Option<Vec<String>>,
+    /// `create = true`: patrol may create this token although GitLab has never had one of this
+    /// kind, owner and name. Without it patrol only recreates a token GitLab knows (a revoked or
+    /// expired one is listed), so a misspelt name fails instead of creating a stray token.
+    pub create: bool,
     pub policy: Policy,
     pub variables: Vec<VariableTarget>,
     pub pipelines: Vec<PipelineTarget>,
@@ -226,6 +230,7 @@ struct RawToken {
     project: Option<String>,
     group: Option<String>,
     scopes: Option<Vec<String>>,
+    create: Option<bool>,
     rotate_before_days: Option<Spanned<i64>>,
     expires_in_days: Option<Spanned<i64>>,
     strategy: Option<Strategy>,
@@ -366,6 +371,8 @@ impl Config {
         c.base = defaults_at;
         let defaults = policy(&mut c, &raw.defaults.unwrap_or_default(), Policy::default(), "defaults");
         let mut ids = HashSet::new();
+        // Kind, owner and name (owners compared as GitLab does: case-insensitively) → token id.
+        let mut identities: HashMap<(TokenKind, String, String), String> = HashMap::new();
         let mut tokens = Vec::new();
         if raw.token.is_empty() {
             c.base = 0;
@@ -414,6 +421,30 @@ impl Config {
                     c.add(at, Some("scopes"), format!("{label}: must list at least one scope"));
                 }
             }
+            if t.create == Some(true) && t.scopes.is_none() {
+                c.add(
+                    at,
+                    Some("create"),
+                    format!("{label}: `create = true` needs `scopes`, the scopes of the token to create"),
+                );
+            }
+            if let Some(owner) = &owner {
+                let identity = (t.kind, owner_key(owner), t.name.clone());
+                if let Some(first) = identities.get(&identity) {
+                    c.add(
+                        at,
+                        Some("name"),
+                        format!(
+                            "{label} names the same GitLab token as token {first:?} ({} {:?} of {}): it would be rotated twice in one run, the second time as a revoked token. Keep one [[token]] and list every variable under it",
+                            t.kind.as_str(),
+                            t.name,
+                            owner.display()
+                        ),
+                    );
+                } else {
+                    identities.insert(identity, t.id.clone());
+                }
+            }
             if let Some(owner) = owner {
                 tokens.push(ManagedToken {
                     id: t.id.clone(),
@@ -421,6 +452,7 @@ impl Config {
                     name: t.name.clone(),
                     owner,
                     scopes: t.scopes.clone(),
+                    create: t.create.unwrap_or(false),
                     policy,
                     variables,
                     pipelines,
@@ -453,6 +485,16 @@ fn blocks(text: &str) -> Vec<(usize, &str)> {
     }
     starts.push(text.len());
     starts.windows(2).map(|w| (w[0], &text[w[0]..w[1]])).collect()
+}
+
+/// An owner as GitLab matches it: usernames and paths case-insensitively.
+fn owner_key(owner: &Owner) -> String {
+    match owner {
+        Owner::User(u) => format!("user {}", u.to_lowercase()),
+        Owner::ServiceAccount { group, user } => format!("account {} {}", group.to_lowercase(), user.to_lowercase()),
+        Owner::Project(p) => format!("project {}", p.to_lowercase()),
+        Owner::Group(g) => format!("group {}", g.to_lowercase()),
+    }
 }
 
 fn owner(c: &mut Checker, at: usize, t: &RawToken, label: &str) -> Option<Owner> {
@@ -583,6 +625,30 @@ ref = "main"
             Err(ConfigError::Invalid { problems }) => problems.iter().map(ToString::to_string).collect(),
             Err(e) => vec![e.to_string()],
         }
+    }
+
+    #[test]
+    fn two_blocks_naming_one_gitlab_token_are_refused_and_create_needs_scopes() {
+        let second = GOOD
+            .split("[[token]]")
+            .nth(1)
+            .unwrap_or_default()
+            .replace("id = \"inventory\"", "id = \"inventory-again\"")
+            .replace("user = \"svc-inventory\"", "user = \"SVC-Inventory\"");
+        let text = format!("{GOOD}\n[[token]]{second}");
+        assert_eq!(
+            problems(&text),
+            vec!["patrol.toml:23: `name`: token \"inventory-again\" names the same GitLab token as token \"inventory\" (personal \"Inventory\" of SVC-Inventory): it would be rotated twice in one run, the second time as a revoked token. Keep one [[token]] and list every variable under it"]
+        );
+        let other_name = text.replacen("name = \"Inventory\"", "name = \"Inventory (backup)\"", 2);
+        assert!(problems(&other_name.replacen("name = \"Inventory (backup)\"", "name = \"Inventory\"", 1)).is_empty());
+        let create = GOOD.replace("rotate_before_days = 30", "create = true");
+        assert_eq!(
+            problems(&create),
+            vec!["patrol.toml:8: `create`: token \"inventory\": `create = true` needs `scopes`, the scopes of the token to create"]
+        );
+        let cfg = Config::parse(Path::new("patrol.toml"), &create.replace("create = true", "create = true\nscopes = [\"api\"]"));
+        assert!(cfg.is_ok_and(|c| c.tokens[0].create));
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub enum Holds {
     Token(u64),
     /// Its value authenticates as no active token.
     Dead,
+    /// A live token of another identity (another name, kind or owner), or patrol's marker for
+    /// one: never overwritten.
+    Foreign { id: u64, name: Option<String> },
     /// Hidden, never written by patrol, and marked by a run that set out to replace this token:
     /// stale once that token is no longer the one in use, unknown while it still is.
     Pending(u64),
@@ -31,6 +34,10 @@ pub struct Observed {
     pub expired: Option<ApiToken>,
     /// Each configured variable, by label (`project security/app INVENTORY_TOKEN [*]`).
     pub variables: Vec<(String, Holds)>,
+    /// Whether patrol may create the token when none can be rotated: GitLab knows this identity
+    /// (a revoked or expired token of this kind, owner and name is listed) or the config says
+    /// `create = true`.
+    pub may_create: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,11 +63,17 @@ pub enum Decision {
     Create {
         reason: String,
     },
+    /// Nothing may change: a variable holds a token of another identity.
+    Refuse {
+        reason: String,
+    },
+    /// GitLab has never had this token and the config does not ask to create it.
+    Unknown,
 }
 
 impl Decision {
     pub fn acts(&self) -> bool {
-        !matches!(self, Decision::Unchanged { .. })
+        matches!(self, Decision::Rotate { .. } | Decision::Create { .. })
     }
 }
 
@@ -70,6 +83,26 @@ pub fn days_left(expires_at: NaiveDate, today: NaiveDate) -> i64 {
 }
 
 pub fn decide(observed: &Observed, policy: &Policy, today: NaiveDate, force: bool) -> Decision {
+    if observed.current.is_none() && observed.expired.is_none() && !observed.may_create {
+        return Decision::Unknown;
+    }
+    let foreign: Vec<String> = observed
+        .variables
+        .iter()
+        .filter_map(|(label, h)| match h {
+            Holds::Foreign { id, name: Some(name) } => Some(format!("{label} holds token {id} ({name:?})")),
+            Holds::Foreign { id, name: None } => Some(format!("{label} is marked by patrol as holding token {id}")),
+            _ => None,
+        })
+        .collect();
+    if !foreign.is_empty() {
+        return Decision::Refuse {
+            reason: format!(
+                "{}, which is not a token of this entry's kind, owner and name, so nothing was changed: patrol never overwrites another token. Check `name`, `kind` and the owner in the config, and which token the variable should hold.",
+                foreign.join("; ")
+            ),
+        };
+    }
     let Some(current) = &observed.current else {
         return match &observed.expired {
             Some(t) => Decision::Rotate {
@@ -80,7 +113,10 @@ pub fn decide(observed: &Observed, policy: &Policy, today: NaiveDate, force: boo
                     None => "inactive".into(),
                 },
             },
-            None => Decision::Create { reason: "no active or rotatable token with this name".into() },
+            None if observed.may_create => {
+                Decision::Create { reason: "no active or rotatable token with this name".into() }
+            }
+            None => Decision::Unknown,
         };
     };
     let rotate = |why, reason: String| Decision::Rotate { target: current.clone(), why, reason };
@@ -101,7 +137,7 @@ pub fn decide(observed: &Observed, policy: &Policy, today: NaiveDate, force: boo
         .filter(|(_, h)| match h {
             Holds::Missing | Holds::Dead => true,
             Holds::Token(id) | Holds::Pending(id) => *id != current.id,
-            Holds::Unknown => false,
+            Holds::Unknown | Holds::Foreign { .. } => false,
         })
         .map(|(label, _)| label.as_str())
         .collect();
@@ -159,6 +195,7 @@ mod tests {
             current,
             expired: None,
             variables: vars.into_iter().enumerate().map(|(i, h)| (format!("V{i}"), h)).collect(),
+            may_create: true,
         }
     }
 
@@ -167,6 +204,8 @@ mod tests {
             Decision::Unchanged { .. } => ("unchanged", None),
             Decision::Rotate { why, .. } => ("rotate", Some(*why)),
             Decision::Create { .. } => ("create", None),
+            Decision::Refuse { .. } => ("refuse", None),
+            Decision::Unknown => ("unknown", None),
         }
     }
 
@@ -227,6 +266,42 @@ mod tests {
         let in_use = decide(&observed(healthy(), vec![Holds::Token(2), Holds::Pending(2)]), &POLICY, today, false);
         assert_eq!(kind(&in_use), ("unchanged", None));
         assert!(matches!(&in_use, Decision::Unchanged { reason } if reason.contains("cannot tell what hidden V1")));
+    }
+
+    #[test]
+    fn another_identitys_token_in_a_variable_refuses_everything_even_when_due() {
+        let foreign = Holds::Foreign { id: 9, name: Some("other".into()) };
+        for expires in ["2026-11-30", "2027-06-01"] {
+            let d = decide(
+                &observed(Some(token(1, Some(expires))), vec![Holds::Token(1), foreign.clone()]),
+                &POLICY,
+                day("2026-11-28"),
+                true,
+            );
+            assert!(
+                matches!(&d, Decision::Refuse { reason } if reason.starts_with("V1 holds token 9 (\"other\")")),
+                "{d:?}"
+            );
+            assert!(!d.acts());
+        }
+        let marked = Holds::Foreign { id: 9, name: None };
+        let d = decide(&observed(Some(token(1, None)), vec![marked]), &POLICY, day("2026-11-28"), false);
+        assert!(
+            matches!(&d, Decision::Refuse { reason } if reason.starts_with("V0 is marked by patrol as holding token 9"))
+        );
+    }
+
+    #[test]
+    fn a_token_gitlab_never_had_is_created_only_when_allowed() {
+        let mut o = observed(None, vec![Holds::Missing]);
+        assert_eq!(kind(&decide(&o, &POLICY, day("2026-11-28"), false)).0, "create");
+        o.may_create = false;
+        let d = decide(&o, &POLICY, day("2026-11-28"), false);
+        assert_eq!(d, Decision::Unknown);
+        assert!(!d.acts());
+        // An expired, unrevoked token is rotated whatever `may_create` says.
+        o.expired = Some(token(3, Some("2026-11-01")));
+        assert_eq!(kind(&decide(&o, &POLICY, day("2026-11-28"), false)), ("rotate", Some(Why::Due)));
     }
 
     #[test]

@@ -83,7 +83,9 @@ pub enum Progress<'a> {
 }
 
 pub struct Engine {
-    client: Client,
+    /// Behind a lock: when patrol rotates its own credential (last in a run), the rest of the
+    /// run continues with the new secret.
+    client: std::sync::RwLock<Client>,
     options: Options,
     cache: Cache,
     /// This run, as its locks name it.
@@ -126,8 +128,25 @@ impl From<String> for Failure {
     }
 }
 
-/// What `observe` saw: the token's home, the tokens with its name, each variable, the choice.
-type Seen = (TokenHome, Vec<ApiToken>, Vec<VariableState>, Observed);
+/// What `observe` saw of one managed token.
+struct Seen {
+    home: TokenHome,
+    /// Every token GitLab lists under the token's owner with exactly its name, revoked ones too:
+    /// the identity, as GitLab knows it.
+    family: Vec<ApiToken>,
+    /// The unrevoked ones.
+    named: Vec<ApiToken>,
+    states: Vec<VariableState>,
+    observed: Observed,
+}
+
+/// What the run as a whole decided for one token before any of them changes.
+enum Step {
+    Work(Seen),
+    Fail(Failure),
+    /// patrol's own credential: rotated last, after every other token and pipeline.
+    Last(Seen),
+}
 
 /// What patrol knows about one configured variable before acting.
 struct VariableState {
@@ -219,7 +238,7 @@ impl Engine {
         out: &mut PipelineReport,
     ) -> Result<bool, GitlabError> {
         let Some(since) = since else { return Ok(false) };
-        Ok(match self.client.latest_pipeline(project, reference).await? {
+        Ok(match self.client().latest_pipeline(project, reference).await? {
             Some(latest) if latest.created_at.is_none_or(|c| c >= since) => {
                 out.pipeline_id = Some(latest.id);
                 out.status = Some(latest.status);
@@ -229,13 +248,27 @@ impl Engine {
         })
     }
 
-    pub fn new(client: Client, options: Options) -> Engine {
-        Engine { client, options, cache: Cache::default(), run: lock::RunId::new() }
+    /// The client, with whatever credential patrol currently holds.
+    fn client(&self) -> Client {
+        self.client.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Works on every token, several at once, calling `progress` as each finishes; then retries
-    /// or starts the dependent pipelines once each, after every token is stored (two tokens may
-    /// feed one pipeline). The reports come back in config order.
+    /// From now on, authenticate with `secret`: patrol's own credential was just rotated.
+    fn use_credential(&self, secret: crate::secret::Secret) {
+        let mut client = self.client.write().unwrap_or_else(|e| e.into_inner());
+        *client = client.with_credential(secret);
+    }
+
+    pub fn new(client: Client, options: Options) -> Engine {
+        Engine { client: std::sync::RwLock::new(client), options, cache: Cache::default(), run: lock::RunId::new() }
+    }
+
+    /// Works on every token in three steps. Observe: every token is looked at, several at once,
+    /// before any changes. Plan: entries that resolve to the same GitLab token fail, and patrol's
+    /// own credential is held back. Execute: the others are worked on, several at once, calling
+    /// `progress` as each finishes; their dependent pipelines are retried or started once each,
+    /// after every token is stored (two tokens may feed one pipeline); then patrol's own
+    /// credential, alone, with its pipelines. The reports come back in config order.
     pub async fn run(&self, tokens: &[ManagedToken], mut progress: impl FnMut(Progress<'_>)) -> Vec<TokenReport> {
         let mut per_owner: HashMap<&Owner, usize> = HashMap::new();
         for t in tokens {
@@ -243,10 +276,27 @@ impl Engine {
         }
         *self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()) =
             per_owner.into_iter().filter(|(_, n)| *n > 1).map(|(o, _)| o.clone()).collect();
+        let seen: Vec<Result<Seen, Failure>> = futures::stream::iter(tokens)
+            .map(|t| async move { self.observe(t, false).await })
+            .buffered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        let steps = self.plan_run(tokens, seen);
+        let mut last = None;
         let mut done = 0;
         let mut reports: Vec<(usize, TokenReport)> = Vec::with_capacity(tokens.len());
-        let mut stream = futures::stream::iter(tokens.iter().enumerate())
-            .map(|(i, t)| async move { (i, self.process(t).await) })
+        let mut stream = futures::stream::iter(tokens.iter().zip(steps).enumerate())
+            .filter_map(|(i, (t, step))| {
+                let now = match step {
+                    Step::Last(seen) => {
+                        last = Some((i, t, seen));
+                        None
+                    }
+                    step => Some((i, t, step)),
+                };
+                std::future::ready(now)
+            })
+            .map(|(i, t, step)| async move { (i, self.process(t, step).await) })
             .buffer_unordered(self.options.concurrency.max(1));
         while let Some((i, report)) = stream.next().await {
             done += 1;
@@ -255,9 +305,27 @@ impl Engine {
         }
         drop(stream);
         reports.sort_by_key(|(i, _)| *i);
+        let order: Vec<usize> = reports.iter().map(|(i, _)| *i).collect();
         let mut reports: Vec<TokenReport> = reports.into_iter().map(|(_, r)| r).collect();
         if self.options.mode == Mode::Rotate {
-            self.pipelines(tokens, &mut reports).await;
+            let worked: Vec<ManagedToken> = order.iter().map(|i| tokens[*i].clone()).collect();
+            self.pipelines(&worked, &mut reports).await;
+        }
+        let mut reports: Vec<(usize, TokenReport)> = order.into_iter().zip(reports).collect();
+        if let Some((i, t, seen)) = last {
+            let mut report = self.process(t, Step::Work(seen)).await;
+            report.reason.push_str(
+                "; this is patrol's own credential, so it was rotated last and the run finished with the new secret",
+            );
+            progress(Progress::Token(done + 1, &report));
+            if self.options.mode == Mode::Rotate {
+                self.pipelines(std::slice::from_ref(t), std::slice::from_mut(&mut report)).await;
+            }
+            reports.push((i, report));
+        }
+        reports.sort_by_key(|(i, _)| *i);
+        let reports: Vec<TokenReport> = reports.into_iter().map(|(_, r)| r).collect();
+        if self.options.mode == Mode::Rotate {
             for r in reports.iter().filter(|r| {
                 r.outcome == Outcome::Failed && r.after.is_some() && r.pipelines.iter().any(|p| p.error.is_some())
             }) {
@@ -267,8 +335,54 @@ impl Engine {
         reports
     }
 
+    /// The run's plan, before anything changes: two entries that resolve to one GitLab token
+    /// both fail (rotating it twice would meet a revoked token), and patrol's own credential is
+    /// worked on last, or refused when no configured variable is known to hold it.
+    fn plan_run(&self, tokens: &[ManagedToken], seen: Vec<Result<Seen, Failure>>) -> Vec<Step> {
+        let identity = |s: &Seen| s.observed.current.as_ref().or(s.observed.expired.as_ref()).map(|x| x.id);
+        let mut owners: HashMap<u64, Vec<&str>> = HashMap::new();
+        for (t, s) in tokens.iter().zip(&seen) {
+            if let Some(id) = s.as_ref().ok().and_then(identity) {
+                owners.entry(id).or_default().push(&t.id);
+            }
+        }
+        tokens
+            .iter()
+            .zip(seen)
+            .map(|(t, s)| {
+                let s = match s {
+                    Ok(s) => s,
+                    Err(e) => return Step::Fail(e),
+                };
+                let Some(id) = identity(&s) else { return Step::Work(s) };
+                let others: Vec<String> =
+                    owners[&id].iter().filter(|o| **o != t.id).map(|o| format!("{o:?}")).collect();
+                if !others.is_empty() {
+                    return Step::Fail(Failure(format!(
+                        "token {:?} and token {} in the config are the same GitLab token {id}, so neither was changed: it would be rotated twice in one run, the second time as a revoked token. Keep one [[token]] for it and list every variable under it.",
+                        t.id,
+                        others.join(", ")
+                    )));
+                }
+                if self.options.credential_token != Some(id) {
+                    return Step::Work(s);
+                }
+                let acts = decide(&s.observed, &t.policy, self.options.today, self.options.force).acts();
+                let stored = s.states.iter().any(|v| v.holds == Holds::Token(id));
+                match (acts && self.options.mode == Mode::Rotate, stored) {
+                    (true, false) => Step::Fail(Failure(format!(
+                        "token {:?} is patrol's own credential (token {id}), and none of its configured variables is known to hold it, so patrol will not rotate it: the next run would authenticate with a revoked token. List the CI/CD variable patrol's job reads its credential from as a [[token.variable]] of this token, or rotate the credential by hand and update that variable.",
+                        t.id
+                    ))),
+                    (true, true) => Step::Last(s),
+                    (false, _) => Step::Work(s),
+                }
+            })
+            .collect()
+    }
+
     #[tracing::instrument(skip_all, fields(token = %t.id))]
-    pub async fn process(&self, t: &ManagedToken) -> TokenReport {
+    async fn process(&self, t: &ManagedToken, step: Step) -> TokenReport {
         let mut report = TokenReport {
             id: t.id.clone(),
             kind: t.kind.as_str().into(),
@@ -282,7 +396,11 @@ impl Engine {
             error: None,
             stored_since: None,
         };
-        if let Err(Failure(message)) = self.work(t, &mut report).await {
+        let result = match step {
+            Step::Work(seen) | Step::Last(seen) => self.work(t, seen, &mut report).await,
+            Step::Fail(failure) => Err(failure),
+        };
+        if let Err(Failure(message)) = result {
             tracing::warn!(error = %message, "token failed");
             report.outcome = Outcome::Failed;
             if report.reason.is_empty() {
@@ -293,11 +411,11 @@ impl Engine {
         report
     }
 
-    /// Observes and decides; in `rotate` mode, a token that needs work is locked (`lock.rs`),
-    /// observed again under the lock (another run may have just finished it), then worked on.
-    async fn work(&self, t: &ManagedToken, report: &mut TokenReport) -> Result<(), Failure> {
-        let first = self.observe(t, false).await?;
-        let acts = decide(&first.3, &t.policy, self.options.today, self.options.force).acts();
+    /// Decides on what was observed; in `rotate` mode, a token that needs work is locked
+    /// (`lock.rs`), observed again under the lock (another run may have just finished it), then
+    /// worked on.
+    async fn work(&self, t: &ManagedToken, first: Seen, report: &mut TokenReport) -> Result<(), Failure> {
+        let acts = decide(&first.observed, &t.policy, self.options.today, self.options.force).acts();
         if self.options.mode == Mode::Plan || !acts {
             return self.work_on(t, first, report).await;
         }
@@ -306,7 +424,7 @@ impl Engine {
         };
         // Long enough for every variable's write budget and the rest of the work.
         let lease = self.options.write_budget * (t.variables.len() as u32 + 1) + Duration::from_secs(600);
-        let held = match lock::acquire(&self.client, &self.run, &t.id, &holder, lease).await {
+        let held = match lock::acquire(&self.client(), &self.run, &t.id, &holder, lease).await {
             Ok(Ok(held)) => held,
             Ok(Err(busy)) => {
                 report.reason = "left alone: another patrol run holds its lock".into();
@@ -325,15 +443,15 @@ impl Engine {
         };
         // Another run that acted on this token changed its list (rotate, create and revoke all
         // do); an unchanged list means what was observed still stands.
-        let result = match self.list_named(&first.0, &t.name).await {
-            Ok(now) if same_tokens(&now, &first.1) => self.work_on(t, first, report).await,
+        let result = match self.list_family(&first.home, &t.name).await {
+            Ok(now) if same_tokens(&now, &first.family) => self.work_on(t, first, report).await,
             Ok(_) => match self.observe(t, true).await {
                 Ok(again) => self.work_on(t, again, report).await,
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         };
-        if let Err(e) = lock::release(&self.client, &held).await {
+        if let Err(e) = lock::release(&self.client(), &held).await {
             tracing::warn!(token = %t.id, lock = %held.key, error = %e, "could not remove the lock; it expires by itself");
         }
         result
@@ -342,24 +460,27 @@ impl Engine {
     /// Where the token lives, the tokens with its name, what each variable holds, and the token
     /// in use. `fresh` skips the run's shared listing, for a second look under the lock.
     async fn observe(&self, t: &ManagedToken, fresh: bool) -> Result<Seen, Failure> {
-        let (home, mut named) = self.locate(t).await?;
+        let (home, mut family) = self.locate(t).await?;
         if fresh && self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.owner) {
-            named = self.list_named(&home, &t.name).await?;
+            family = self.list_family(&home, &t.name).await?;
         }
+        let ids: HashSet<u64> = family.iter().map(|x| x.id).collect();
         let mut states = Vec::new();
         for v in &t.variables {
             states.push(
-                self.observe_variable(v)
+                self.observe_variable(v, &ids)
                     .await
                     .map_err(|e| format!("cannot read variable {}: {e}. {}", label(v), advice(&e)))?,
             );
         }
-        let observed = self.choose(t, &named, &states)?;
-        Ok((home, named, states, observed))
+        let named: Vec<ApiToken> = family.iter().filter(|x| !x.revoked).cloned().collect();
+        let mut observed = self.choose(t, &named, &states)?;
+        observed.may_create = t.create || !family.is_empty();
+        Ok(Seen { home, family, named, states, observed })
     }
 
     async fn work_on(&self, t: &ManagedToken, seen: Seen, report: &mut TokenReport) -> Result<(), Failure> {
-        let (home, named, mut states, observed) = seen;
+        let Seen { home, named, mut states, observed, .. } = seen;
         report.before = observed.current.as_ref().or(observed.expired.as_ref()).map(|c| Before {
             token_id: c.id,
             expires_at: c.expires_at,
@@ -370,6 +491,8 @@ impl Engine {
             Decision::Unchanged { reason } => tracing::info!(%reason, "unchanged"),
             Decision::Rotate { target, reason, .. } => tracing::info!(token_id = target.id, %reason, "will rotate"),
             Decision::Create { reason } => tracing::info!(%reason, "will create"),
+            Decision::Refuse { reason } => tracing::info!(%reason, "refused"),
+            Decision::Unknown => tracing::info!("no such token"),
         }
         report.variables = states.iter().map(|s| variable_report(&s.target)).collect();
         let (why, reason) = match &decision {
@@ -382,6 +505,8 @@ impl Engine {
                 }
                 return Ok(());
             }
+            Decision::Refuse { reason } => return Err(Failure(format!("token {:?}: {reason}", t.id))),
+            Decision::Unknown => return Err(self.no_such_token(t, &home).await),
             Decision::Rotate { why, reason, .. } => (*why, reason.clone()),
             Decision::Create { reason } => (Why::Due, reason.clone()),
         };
@@ -398,14 +523,55 @@ impl Engine {
         Ok(())
     }
 
-    /// Finds where the token lives and every token there with exactly its name (GitLab's
-    /// `search` is fuzzy, §10). Lookups are shared between the tokens of a run.
+    /// GitLab has never had a token of this kind, owner and name: patrol creates one only when
+    /// the config says `create = true`. The failure names what GitLab does have nearby, since a
+    /// misspelt name or a wrong kind is the likely cause.
+    async fn no_such_token(&self, t: &ManagedToken, home: &TokenHome) -> Failure {
+        let mut near: Vec<String> = match self.client().list_tokens(home, &[]).await {
+            Ok(all) => {
+                let mut names: Vec<String> =
+                    all.into_iter().map(|x| x.name).filter(|n| near_name(n, &t.name)).collect();
+                names.sort();
+                names.dedup();
+                names.into_iter().map(|n| format!("{n:?} of {}", t.owner.display())).collect()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list the owner's tokens for near matches");
+                Vec::new()
+            }
+        };
+        // A group token declared as a project's: the project's group has it.
+        if let Owner::Project(p) = &t.owner {
+            if let Some((group, _)) = p.rsplit_once('/') {
+                let home = TokenHome::Group(group.to_owned());
+                if let Ok(tokens) = self.client().list_tokens(&home, &[("search", t.name.clone())]).await {
+                    if tokens.iter().any(|x| x.name == t.name) {
+                        near.push(format!(
+                            "a group token {:?} of group {group} (kind = \"group\", group = {group:?})",
+                            t.name
+                        ));
+                    }
+                }
+            }
+        }
+        let hint = if near.is_empty() { String::new() } else { format!(" GitLab has {}.", near.join(", ")) };
+        Failure(format!(
+            "GitLab has no {} token named {:?} of {} (none active, expired or revoked), so patrol did not create one: with a misspelt name or a wrong kind it would create a stray token and overwrite a variable that may hold a working one.{hint} Fix `name`, `kind` or the owner in the config, or set `create = true` (with `scopes`) for token {:?} if a new token is wanted.",
+            t.kind.as_str(),
+            t.name,
+            t.owner.display(),
+            t.id
+        ))
+    }
+
+    /// Finds where the token lives and every token there with exactly its name, revoked ones
+    /// too (GitLab's `search` is fuzzy, §10). Lookups are shared between the tokens of a run.
     async fn locate(&self, t: &ManagedToken) -> Result<(TokenHome, Vec<ApiToken>), Failure> {
         let home =
             match &t.owner {
                 Owner::User(username) => {
                     let id = cached(&self.cache.users, username.to_lowercase(), async {
-                        let user = self.client.user_by_username(username).await;
+                        let user = self.client().user_by_username(username).await;
                         user.map(|u| u.map(|u| u.id))
                             .map_err(|e| format!("cannot look up user {username:?}: {e}. {}", advice(&e)))
                     })
@@ -416,7 +582,7 @@ impl Engine {
                 }
                 Owner::ServiceAccount { group, user } => {
                     let accounts = cached(&self.cache.accounts, group.clone(), async {
-                        self.client.service_accounts(group).await.map_err(|e| {
+                        self.client().service_accounts(group).await.map_err(|e| {
                             format!("cannot list the service accounts of group {group:?}: {e}. {}", advice(&e))
                         })
                     })
@@ -430,36 +596,47 @@ impl Engine {
                 Owner::Group(g) => TokenHome::Group(g.clone()),
             };
         let shared = self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.owner);
-        let named = if shared {
+        let family = if shared {
             let all = cached(&self.cache.listings, home.clone(), async {
-                self.client
-                    .list_tokens(&home, &[("revoked", "false".into())])
+                self.client()
+                    .list_tokens(&home, &[])
                     .await
                     .map_err(|e| format!("cannot list the tokens of {}: {e}. {}", t.owner.display(), advice(&e)))
             })
             .await?;
-            all.into_iter().filter(|x| x.name == t.name && !x.revoked).collect()
+            all.into_iter().filter(|x| x.name == t.name).collect()
         } else {
-            self.list_named(&home, &t.name).await?
+            self.list_family(&home, &t.name).await?
         };
-        Ok((home, named))
+        Ok((home, family))
     }
 
-    async fn list_named(&self, home: &TokenHome, name: &str) -> Result<Vec<ApiToken>, Failure> {
+    /// Every token of `home` with exactly this name, revoked ones too.
+    async fn list_family(&self, home: &TokenHome, name: &str) -> Result<Vec<ApiToken>, Failure> {
         let listed = self
-            .client
-            .list_tokens(home, &[("search", name.to_owned()), ("revoked", "false".into())])
+            .client()
+            .list_tokens(home, &[("search", name.to_owned())])
             .await
             .map_err(|e| format!("cannot list the tokens named {name:?}: {e}. {}", advice(&e)))?;
-        Ok(listed.into_iter().filter(|t| t.name == name && !t.revoked).collect())
+        Ok(listed.into_iter().filter(|t| t.name == name).collect())
     }
 
-    async fn observe_variable(&self, v: &VariableTarget) -> Result<VariableState, GitlabError> {
-        let existing = self.client.variable(&v.holder, &v.key, &v.environment_scope).await?;
+    /// The unrevoked tokens of `home` with exactly this name.
+    async fn list_named(&self, home: &TokenHome, name: &str) -> Result<Vec<ApiToken>, Failure> {
+        Ok(self.list_family(home, name).await?.into_iter().filter(|t| !t.revoked).collect())
+    }
+
+    /// What a variable holds. A readable value is identified by authenticating as it; a hidden
+    /// one by patrol's marker. A live token, or a marker, outside `family` (this entry's tokens
+    /// as GitLab lists them) belongs to another identity.
+    async fn observe_variable(&self, v: &VariableTarget, family: &HashSet<u64>) -> Result<VariableState, GitlabError> {
+        let existing = self.client().variable(&v.holder, &v.key, &v.environment_scope).await?;
+        let foreign = |id: u64, name: Option<String>| Holds::Foreign { id, name };
         let holds = match &existing {
             None => Holds::Missing,
             Some(var) => match &var.value {
-                Some(value) => match self.client.token_self(value).await {
+                Some(value) => match self.client().token_self(value).await {
+                    Ok(t) if t.active && !family.contains(&t.id) => foreign(t.id, Some(t.name)),
                     Ok(t) if t.active => Holds::Token(t.id),
                     Ok(_) => Holds::Dead,
                     Err(e) if e.status() == Some(401) => Holds::Dead,
@@ -469,6 +646,7 @@ impl Engine {
                 None => {
                     let description = var.description.as_deref();
                     match (marker(description), pending_marker(description)) {
+                        (Some(id), _) | (None, Some(id)) if !family.contains(&id) => foreign(id, None),
                         (Some(id), _) => Holds::Token(id),
                         (None, Some(id)) => Holds::Pending(id),
                         (None, None) => Holds::Unknown,
@@ -518,7 +696,7 @@ impl Engine {
             None
         };
         let variables = states.iter().map(|s| (label(&s.target), s.holds.clone())).collect();
-        Ok(Observed { current, expired, variables })
+        Ok(Observed { current, expired, variables, may_create: false })
     }
 
     async fn act(
@@ -584,6 +762,11 @@ impl Engine {
         }
         report.after = Some(After { token_id: issued.token.id, expires_at: issued.token.expires_at });
         tracing::info!(new_token = issued.token.id, expires_at = ?issued.token.expires_at, "new secret issued");
+        // patrol's own credential (worked on last in a run): the old secret stops working now, so
+        // storing, verifying and cleaning up continue with the new one.
+        if target.as_ref().is_some_and(|x| Some(x.id) == self.options.credential_token) {
+            self.use_credential(issued.secret.clone());
+        }
 
         // Store it everywhere before doing anything else with it.
         let mut write_failures = Vec::new();
@@ -611,7 +794,7 @@ impl Engine {
         self.verify(&issued, states).await?;
         if overlap {
             if let Some(old) = &target {
-                self.client.revoke(home, old.id).await.map_err(|e| {
+                self.client().revoke(home, old.id).await.map_err(|e| {
                     format!("the new token {} is stored and verified, but the old token {} could not be revoked: {e}. Revoke it in GitLab, or the next run will.", issued.token.id, old.id)
                 })?;
             }
@@ -638,7 +821,7 @@ impl Engine {
         }
         let leftovers: Vec<u64> = named.iter().filter(|x| x.active && x.id < current.id).map(|x| x.id).collect();
         for id in &leftovers {
-            self.client.revoke(home, *id).await.map_err(|e| {
+            self.client().revoke(home, *id).await.map_err(|e| {
                 format!(
                     "token {id} is left over from an interrupted overlap rotation and could not be revoked: {e}. {}",
                     advice(&e)
@@ -668,7 +851,7 @@ impl Engine {
             }
             let description = with_pending(description, id);
             let body = json!({ "description": description });
-            self.client
+            self.client()
                 .update_variable(&s.target.holder, &s.target.key, &s.target.environment_scope, &body)
                 .await
                 .map_err(|e| {
@@ -698,7 +881,7 @@ impl Engine {
         let mut notes = Vec::new();
         for _ in 0..4 {
             let sent = tokio::time::Instant::now();
-            let error = match self.client.rotate(home, old.id, expires_at).await {
+            let error = match self.client().rotate(home, old.id, expires_at).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
             };
@@ -789,7 +972,7 @@ impl Engine {
         let mut notes = vec!["created a new token".to_owned()];
         for _ in 0..3 {
             let sent = tokio::time::Instant::now();
-            let error = match self.client.create_token(home, &t.name, scopes, expires_at, description).await {
+            let error = match self.client().create_token(home, &t.name, scopes, expires_at, description).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
             };
@@ -840,7 +1023,7 @@ impl Engine {
             let result = if exists {
                 let description = with_marker(s.existing.as_ref().and_then(|e| e.description.as_deref()), id);
                 let body = json!({ "value": issued.secret.expose(), "description": description });
-                self.client.update_variable(&v.holder, &v.key, &v.environment_scope, &body).await
+                self.client().update_variable(&v.holder, &v.key, &v.environment_scope, &body).await
             } else {
                 let body = json!({
                     "key": v.key,
@@ -851,7 +1034,7 @@ impl Engine {
                     "environment_scope": v.environment_scope,
                     "description": with_marker(None, id),
                 });
-                self.client.create_variable(&v.holder, &body).await
+                self.client().create_variable(&v.holder, &body).await
             };
             match result {
                 Ok(()) => {
@@ -873,7 +1056,7 @@ impl Engine {
                 Err(e) if !exists && e.status() == Some(400) && e.message().contains("has already been taken") => {
                     // Someone created it meanwhile. Update it only once it is seen in this scope:
                     // a group variable's PUT on an unseen scope lands in another one (§11).
-                    match self.client.variable(&v.holder, &v.key, &v.environment_scope).await {
+                    match self.client().variable(&v.holder, &v.key, &v.environment_scope).await {
                         Ok(Some(found)) => {
                             s.existing = Some(found);
                             exists = true;
@@ -898,7 +1081,7 @@ impl Engine {
     /// The new secret authenticates as the new token, with the expected expiry, and each
     /// readable variable holds it.
     async fn verify(&self, issued: &IssuedToken, states: &[VariableState]) -> Result<(), Failure> {
-        let seen = self.client.token_self(&issued.secret).await.map_err(|e| {
+        let seen = self.client().token_self(&issued.secret).await.map_err(|e| {
             format!("the new token {} is stored, but authenticating with it failed: {e}. Check it in GitLab; the next run re-checks it.", issued.token.id)
         })?;
         if seen.id != issued.token.id || !seen.active || seen.expires_at != issued.token.expires_at {
@@ -910,7 +1093,7 @@ impl Engine {
         for s in states.iter().filter(|s| s.existing.as_ref().is_some_and(|e| !e.hidden)) {
             let v = &s.target;
             let now = self
-                .client
+                .client()
                 .variable(&v.holder, &v.key, &v.environment_scope)
                 .await
                 .map_err(|e| format!("cannot read back variable {} to verify it: {e}", label(v)))?;
@@ -1021,14 +1204,16 @@ impl Engine {
         let Wanted { project, reference, action, wait: wait_minutes, since } = wanted;
         let mut out = PipelineReport::skipped(&project, &reference);
         let started = match action {
-            Action::Retry => retry_latest_failed(&self.client, &mut out, since)
+            Action::Retry => retry_latest_failed(&self.client(), &mut out, since)
                 .await
                 .map(|x| x.map(|p| (PipelineAction::Retried, p))),
             Action::Create => match self.ran_since(&project, &reference, since, &mut out).await {
                 Ok(true) => Ok(None),
-                Ok(false) => {
-                    self.client.create_pipeline(&project, &reference).await.map(|x| Some((PipelineAction::Created, x)))
-                }
+                Ok(false) => self
+                    .client()
+                    .create_pipeline(&project, &reference)
+                    .await
+                    .map(|x| Some((PipelineAction::Created, x))),
                 Err(e) => Err(e),
             },
         };
@@ -1060,7 +1245,7 @@ impl Engine {
         while !last.finished() && tokio::time::Instant::now() + wait < deadline {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(30));
-            match self.client.pipeline(&project, last.id).await {
+            match self.client().pipeline(&project, last.id).await {
                 Ok(x) => last = x,
                 Err(e) => {
                     // The client has already retried for its budget: stop waiting rather than
@@ -1104,6 +1289,30 @@ struct Wanted {
     wait: u64,
     /// Act only if the pipeline has not run since then; `None` to act regardless.
     since: Option<DateTime<Utc>>,
+}
+
+/// Whether `name` is close to `wanted`: the same but for case, or one or two edits away.
+fn near_name(name: &str, wanted: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) =
+        (name.to_lowercase().chars().collect(), wanted.to_lowercase().chars().collect());
+    if a == b {
+        return name != wanted;
+    }
+    if a.len().abs_diff(b.len()) > 2 {
+        return false;
+    }
+    // Levenshtein distance, one row at a time.
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()] <= 2
 }
 
 /// When the token in use was created, if every existing variable carries patrol's marker for
@@ -1193,6 +1402,17 @@ mod tests {
         assert_eq!(marker(Some("deploys [patrol: pending 7]")), None);
         assert_eq!(with_marker(Some("deploys [patrol: pending 7]"), 8), "deploys [patrol: token 8]");
         assert_eq!(pending_marker(Some("deploys [patrol: token 8]")), None);
+    }
+
+    #[test]
+    fn near_names_are_the_same_but_for_case_or_two_edits() {
+        assert!(near_name("alice-ci", "alice-cj"));
+        assert!(near_name("Alice-CI", "alice-ci"));
+        assert!(near_name("inventory", "inventroy"));
+        assert!(near_name("deploy", "deploy-2"));
+        assert!(!near_name("alice-ci", "alice-ci"), "the name itself is no near match");
+        assert!(!near_name("deploy", "deploy-123"));
+        assert!(!near_name("bob", "alice"));
     }
 
     #[test]
