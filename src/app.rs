@@ -80,9 +80,18 @@ pub async fn run(cli: Cli, env: &Env) -> u8 {
     }
 }
 
-/// GitLab's debug logging of a job: `CI_DEBUG_TRACE=true`.
+/// GitLab's debug logging of a job: `CI_DEBUG_TRACE` true as the runner reads it, with Go's
+/// `strconv.ParseBool` (`1`, `t`, `T`, `TRUE`, `true`, `True`). Anything else it takes for false,
+/// with a warning in the job log, and logs nothing more (`common/build_settings.go` in
+/// gitlab-runner). `CI_DEBUG_SERVICES` only copies service containers' output into the log: it
+/// shows no command or variable of the job, so it is no reason to stop.
 fn debug_trace(env: &Env) -> bool {
-    env.get("CI_DEBUG_TRACE").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    env.get("CI_DEBUG_TRACE").is_some_and(go_parse_bool_true)
+}
+
+/// Whether Go's `strconv.ParseBool` reads `value` as true.
+fn go_parse_bool_true(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "TRUE" | "true" | "True")
 }
 
 fn validate(path: &Path) -> Result<u8, Stop> {
@@ -242,6 +251,7 @@ async fn rotate_self(cli: &Cli, args: &RotateArgs, var: &str, mode: Mode, env: &
     options.force = args.force;
     options.write_budget = write_budget(env);
     options.request_deadline = request_deadline(env, None)?;
+    options.lock_lease = lock_lease(env)?;
     let target = SelfTarget {
         var: var.to_owned(),
         project,
@@ -283,6 +293,20 @@ fn request_deadline(env: &Env, config: Option<&Config>) -> Result<Duration, Stop
     }
 }
 
+/// How long a lock lasts unless its holder renews it (every third of that):
+/// `PATROL_LOCK_LEASE_SECONDS`, default 180. A run that dies leaves a lock the next run may take
+/// over once this has passed (at once when GitLab shows the holder's CI job finished).
+fn lock_lease(env: &Env) -> Result<Duration, Stop> {
+    match env.get("PATROL_LOCK_LEASE_SECONDS") {
+        None => Ok(crate::engine::lock::LEASE),
+        Some(s) => s.parse::<u64>().ok().filter(|n| *n >= 1).map(Duration::from_secs).ok_or_else(|| {
+            Stop::usage(format!(
+                "PATROL_LOCK_LEASE_SECONDS={s:?} is not a whole number of seconds, at least 1 (how long a lock lasts unless renewed; default 180)"
+            ))
+        }),
+    }
+}
+
 struct RunEnd {
     failed: bool,
     due: bool,
@@ -311,6 +335,7 @@ async fn engine_run(
     options.force = force;
     options.write_budget = write_budget(env);
     options.request_deadline = request_deadline(env, Some(&config))?;
+    options.lock_lease = lock_lease(env)?;
     // Tokens waiting on a shared lookup hold no request slot: let more tokens be in flight than
     // requests, so the --concurrency request slots stay busy.
     options.concurrency = usize::from(*concurrency) * 4;
@@ -421,4 +446,25 @@ async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
         );
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod debug_trace_tests {
+    use super::*;
+
+    fn env(value: &str) -> Env {
+        Env { vars: [("CI_DEBUG_TRACE".to_owned(), value.to_owned())].into_iter().collect() }
+    }
+
+    /// The runner's reading: Go's `strconv.ParseBool`, and false for what it cannot parse.
+    #[test]
+    fn ci_debug_trace_is_read_as_the_runner_reads_it() {
+        for on in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert!(debug_trace(&env(on)), "{on:?} turns the trace on");
+        }
+        for off in ["0", "f", "F", "FALSE", "false", "False", "", "tRuE", "yes", "on", " true", "true ", "2"] {
+            assert!(!debug_trace(&env(off)), "{off:?} leaves the trace off");
+        }
+        assert!(!debug_trace(&Env::default()));
+    }
 }

@@ -647,7 +647,10 @@ ref = "main"
             problems(&create),
             vec!["patrol.toml:8: `create`: token \"inventory\": `create = true` needs `scopes`, the scopes of the token to create"]
         );
-        let cfg = Config::parse(Path::new("patrol.toml"), &create.replace("create = true", "create = true\nscopes = [\"api\"]"));
+        let cfg = Config::parse(
+            Path::new("patrol.toml"),
+            &create.replace("create = true", "create = true\nscopes = [\"api\"]"),
+        );
         assert!(cfg.is_ok_and(|c| c.tokens[0].create));
     }
 

@@ -15,7 +15,8 @@ impl Secret {
         Secret(SecretString::from(value.into()))
     }
 
-    /// The secret itself. Call only to send it to GitLab.
+    /// The secret itself. Call only to send it to GitLab, or to redact it from text
+    /// ([`redact_known`]).
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
@@ -39,33 +40,108 @@ impl std::fmt::Display for Secret {
     }
 }
 
-/// `text` with every GitLab-token-shaped word (`gl…-` and at least 8 token characters, as in
-/// `glpat-…`, `gldt-…`, `glrt-…`) replaced by `[REDACTED]`: for text patrol did not build itself,
-/// such as a panic's message.
-pub fn redact(text: &str) -> String {
-    let token_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("gl") {
-        out.push_str(&rest[..at]);
-        let candidate = &rest[at..];
-        let prefix = candidate[2..].find(|c: char| !c.is_ascii_lowercase()).map(|n| n + 2);
-        let body_start = prefix.filter(|&p| p <= 10 && candidate[p..].starts_with('-')).map(|p| p + 1);
-        let body_len = body_start.map(|b| candidate[b..].find(|c: char| !token_char(c)).unwrap_or(candidate.len() - b));
-        match (body_start, body_len) {
-            (Some(b), Some(n)) if n >= 8 => {
-                out.push_str(&candidate[..b]);
-                out.push_str("[REDACTED]");
-                rest = &candidate[b + n..];
-            }
-            _ => {
-                out.push_str("gl");
-                rest = &candidate[2..];
-            }
+/// What a secret is replaced with.
+const REDACTED: &str = "[REDACTED]";
+
+/// Token characters after a prefix for a word to count as a token: real ones have 20 or more,
+/// and `glpat-short` in prose stays as it is.
+const MIN_BODY: usize = 8;
+
+/// Every prefix GitLab gives its secrets. GitLab's token overview lists them under "Token
+/// prefixes" (<https://docs.gitlab.com/security/tokens/#token-prefixes>, `doc/security/tokens/`
+/// in GitLab's repository); the last few came with later releases (routable runner tokens,
+/// workspaces). A prefix is found anywhere in a word, so that an administrator's instance-wide
+/// prefix in front of it (`acme-glpat-…`, GitLab 18) changes nothing. A custom personal access
+/// token prefix replaces `glpat-` altogether: [`redact_known`] covers such secrets, since
+/// patrol knows every secret a request carries.
+pub const TOKEN_PREFIXES: &[&str] = &[
+    "glpat-",           // personal, impersonation, project and group access tokens; service accounts' too
+    "gloas-",           // OAuth application secret
+    "gldt-",            // deploy token
+    "glrt-",            // runner authentication token
+    "glrtr-",           // runner authentication token of a runner registered with a registration token
+    "glcbt-",           // CI/CD job token
+    "glptt-",           // pipeline trigger token
+    "glft-",            // feed token
+    "glimt-",           // incoming email token
+    "glagent-",         // GitLab agent for Kubernetes token
+    "glsoat-",          // SCIM token
+    "glffct-",          // feature flags client token
+    "gltst-",           // GitLab's test token prefix
+    "glwt-",            // workspace token
+    "GR1348941",        // runner registration token (deprecated)
+    "_gitlab_session=", // session cookie
+];
+
+fn token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')
+}
+
+/// The length of the prefix of a token that starts at `at`: a listed prefix anywhere, or, at the
+/// start of a word, `gl`, up to 8 lowercase letters and `-` (a prefix GitLab may add later). The
+/// second is also a hyphenated word (`global-…`), so it is a token only if what follows has a
+/// digit or a capital, as random token characters do (all but once in ten million for 20).
+fn prefix_at(bytes: &[u8], at: usize) -> Option<(usize, bool)> {
+    let rest = &bytes[at..];
+    if let Some(prefix) = TOKEN_PREFIXES.iter().find(|p| rest.starts_with(p.as_bytes())) {
+        return Some((prefix.len(), false));
+    }
+    let word_start = at == 0 || !bytes[at - 1].is_ascii_alphanumeric();
+    if word_start && rest.starts_with(b"gl") {
+        let letters = rest[2..].iter().take_while(|c| c.is_ascii_lowercase()).count();
+        if letters <= 8 && rest.get(2 + letters) == Some(&b'-') {
+            return Some((3 + letters, true));
         }
     }
-    out.push_str(rest);
+    None
+}
+
+/// How many token characters start `rest`, if they are enough for a token; a sentence's full
+/// stop after them left out (GitLab's tokens never end in one).
+fn body_len(rest: &[u8], guessed: bool) -> Option<usize> {
+    let run = rest.iter().position(|&c| !token_char(c)).unwrap_or(rest.len());
+    let random = |body: &[u8]| body.iter().any(|c| c.is_ascii_digit() || c.is_ascii_uppercase());
+    (run >= MIN_BODY && (!guessed || random(&rest[..run])))
+        .then(|| rest[..run].iter().rposition(|&c| c != b'.').map_or(0, |last| last + 1))
+}
+
+/// `text` with every GitLab-token-shaped word (a prefix of [`TOKEN_PREFIXES`], or `gl…-` at the
+/// start of a word, then at least 8 token characters) replaced by its prefix and `[REDACTED]`:
+/// for text patrol did not build itself, such as a panic's message or GitLab's error texts.
+pub fn redact(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut at) = (0, 0);
+    while at < bytes.len() {
+        if let Some((prefix, guessed)) = prefix_at(bytes, at) {
+            if let Some(body) = body_len(&bytes[at + prefix..], guessed) {
+                // Both ends are ASCII, so both are character boundaries.
+                out.push_str(&text[copied..at + prefix]);
+                out.push_str(REDACTED);
+                at += prefix + body;
+                copied = at;
+                continue;
+            }
+        }
+        at += 1;
+    }
+    out.push_str(&text[copied..]);
     out
+}
+
+/// [`redact`], after every occurrence of each of `known` (the secrets a request carried: the
+/// credential, a variable's new value) is replaced whole, whatever its shape: a token made
+/// under a custom prefix, or an old one without any, is not token-shaped. A known secret's
+/// GitLab prefix, if it has one, stays visible, as with [`redact`].
+pub fn redact_known(text: &str, known: &[&str]) -> String {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for secret in known.iter().filter(|s| s.len() >= MIN_BODY) {
+        if text.contains(secret) {
+            let prefix = TOKEN_PREFIXES.iter().find(|p| secret.starts_with(**p)).copied().unwrap_or_default();
+            text = std::borrow::Cow::Owned(text.replace(secret, &format!("{prefix}{REDACTED}")));
+        }
+    }
+    redact(&text)
 }
 
 /// Installs patrol's panic hook. A panic's message is text patrol did not build: the hook prints
@@ -111,6 +187,47 @@ mod tests {
             }
         }
         assert_eq!(redact("global glue, glpat-short"), "global glue, glpat-short");
+    }
+
+    #[test]
+    fn every_documented_gitlab_prefix_is_redacted() {
+        let body = "AbCdEfGhIj0123456789";
+        for prefix in TOKEN_PREFIXES {
+            let text = format!("token {prefix}{body} is invalid");
+            assert_eq!(redact(&text), format!("token {prefix}[REDACTED] is invalid"));
+            // Behind an instance-wide prefix, in a URL, in quotes, at the end of a sentence.
+            for (shown, expected) in [
+                (format!("acme-{prefix}{body}"), format!("acme-{prefix}[REDACTED]")),
+                (format!("/x?private_token={prefix}{body}&y=1"), format!("/x?private_token={prefix}[REDACTED]&y=1")),
+                (format!("\"{prefix}{body}\""), format!("\"{prefix}[REDACTED]\"")),
+                (format!("It was {prefix}{body}."), format!("It was {prefix}[REDACTED].")),
+            ] {
+                assert_eq!(redact(&shown), expected);
+            }
+        }
+        // Routable tokens carry dots; a prefix GitLab adds later is caught at a word's start.
+        assert_eq!(redact("glrtr-TCzqln3fiiJQr-kGBowWHW86MQpwOjEKdDozCw.01.121flyh6j ok"), "glrtr-[REDACTED] ok");
+        assert_eq!(redact("(glnew-0123456789abcdef)"), "(glnew-[REDACTED])");
+        // Prose is left alone.
+        for prose in
+            ["single-threaded-operations", "global-variables-here", "Google-authenticated users", "glpat-short"]
+        {
+            assert_eq!(redact(prose), prose);
+        }
+        assert_eq!(redact("ünïcödé glpat-AbCdEfGhIj0123456789 ü"), "ünïcödé glpat-[REDACTED] ü");
+    }
+
+    #[test]
+    fn known_secrets_are_redacted_whatever_their_shape() {
+        let custom = "acme_Zq3xY9pLm2Kd8Vn4Rt6W";
+        let legacy = "Zq3xY9pLm2Kd8Vn4Rt6X";
+        let text = format!("{custom} and {legacy}, and glpat-AbCdEfGhIj0123456789");
+        assert_eq!(redact(&text), text.replace("glpat-AbCdEfGhIj0123456789", "glpat-[REDACTED]"), "not token-shaped");
+        assert_eq!(
+            redact_known(&text, &[custom, legacy, "glpat-AbCdEfGhIj0123456789"]),
+            "[REDACTED] and [REDACTED], and glpat-[REDACTED]"
+        );
+        assert_eq!(redact_known("short one: abc", &["abc", ""]), "short one: abc", "too short to be a secret");
     }
 
     #[test]

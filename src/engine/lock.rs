@@ -8,15 +8,52 @@
 //! that exists is refused with 400 "has already been taken" (§3.1, a uniqueness rule of the
 //! model), so of two runs exactly one gets it. The holder deletes it when done with the token.
 //!
-//! A lock left by a run that died is stale, and taken over, once its lease has run out, or at
-//! once when it names a process on this same host that no longer exists. The value is not a
-//! secret: `patrol run=<id> host=<host> pid=<pid> until=<RFC 3339>`.
+//! The value is not a secret: `patrol run=<id> host=<host> pid=<pid> until=<RFC 3339>` (and
+//! `job=<project>/<job>` in GitLab CI). Host and pid are there for the person reading it, never
+//! for judging it: runners give containers colliding host names, and each container has its own
+//! PID namespace, so "no such process on this host" says nothing about another run (issue 13).
+//!
+//! The rules:
+//! - **Stale** means only: the lease (`until`) has run out (a lock without one has none), or the
+//!   lock names a GitLab CI job that GitLab says has finished (`GET /projects/:id/jobs/:job_id`:
+//!   success, failed, canceled, skipped), wherever that job ran. Any doubt keeps the lock. A
+//!   value patrol cannot parse is never stale.
+//! - **Renewal.** The lease is short ([`LEASE`]), and the holder renews it while it works: every
+//!   third of the lease a task reads the variable and, if its `run=` is still this run's, rewrites
+//!   the value with a new `until` (a `PUT`, which never creates a variable). If the variable is
+//!   gone or names another run, the lock is lost: the task stops for good, logs a warning and
+//!   [`Held::lost`] says so. It never recreates or overwrites another run's lock. A renewal that
+//!   fails (GitLab unreachable) is tried again at the next tick; one that cannot get through for a
+//!   whole lease lets the lock expire, and another run may then take it over.
+//! - **Takeover** of a stale lock re-reads the variable and deletes it only if its value is still
+//!   exactly the one judged stale; otherwise another run got there first and patrol looks again.
+//! - **Release** stops the renewal (waiting for one in flight), re-reads the variable and deletes
+//!   it only if its `run=` is this run's. If not, the lock was taken over after this run's lease ran
+//!   out: it is left alone, with a warning, and [`Held::lost`] turns true.
+//!
+//! Residual windows, because GitLab has neither a conditional `PUT` nor a conditional `DELETE`:
+//! - Between the read and the `DELETE` of a takeover or a release, and between the read and the
+//!   `PUT` of a renewal, another run could write the variable. That gap is one request, a few
+//!   milliseconds. Another run can only write a lock that is stale, that is, whose lease has
+//!   ended, and renewal keeps a working run's lease from ending. So the window matters only for a
+//!   holder that could not renew for a whole lease, and a renewal or release landing in it could
+//!   then overwrite or delete the newcomer's lock.
+//! - Two runs that find the same stale lock at the same moment can both re-read it, both delete,
+//!   and the second `DELETE` can remove the lock the first one has just created. This needs a
+//!   crashed (or cut-off) run and two new runs within milliseconds of each other.
 
 use crate::config::Holder;
 use crate::gitlab::{Client, GitlabError};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The lease a lock is taken for; the holder renews it every third of that while it works, so a
+/// run that dies blocks the token for at most this long.
+pub const LEASE: Duration = Duration::from_secs(180);
 
 /// Who this run is, as written in the locks it holds.
 #[derive(Debug, Clone)]
@@ -54,11 +91,54 @@ impl Default for RunId {
     }
 }
 
-/// A lock this run holds.
-#[derive(Debug)]
+/// A lock this run holds. While it is held, a task renews its lease; [`release`] stops that task
+/// (and so does dropping the `Held`, at the task's next tick).
 pub struct Held {
     pub holder: Holder,
     pub key: String,
+    /// This run's id, as the lock's `run=` names it.
+    run: String,
+    lost: Arc<AtomicBool>,
+    /// The client the renewal acts as; see [`Held::renew_as`].
+    client: Arc<Mutex<Client>>,
+    /// Dropping (or sending on) it stops the renewal.
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("holder", &self.holder)
+            .field("key", &self.key)
+            .field("run", &self.run)
+            .field("lost", &self.lost())
+            .finish()
+    }
+}
+
+impl Held {
+    /// Whether this run no longer holds the lock: a renewal or the release found the variable
+    /// gone or naming another run. Work under a lost lock is no longer protected from another
+    /// run.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Renews as `client` from now on: after a self-rotation the credential the lock was taken
+    /// with is revoked.
+    pub fn renew_as(&self, client: Client) {
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+    }
+
+    /// Stops the renewal, waiting for one in flight so that no renewal lands after this returns.
+    async fn stop_renewing(&self) {
+        drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
 }
 
 /// What a lock variable says about its holder.
@@ -83,6 +163,13 @@ pub fn key(token_id: &str) -> String {
     // FNV-1a: stable across versions and platforms, unlike std's hasher.
     let hash = token_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("PATROL_LOCK_{readable}_{:08X}", hash as u32)
+}
+
+/// What a lock is keyed by: the token's identity as GitLab knows it, the same whichever config,
+/// `[[token]]` id or `--self` job works on it. A token keeps its user across rotations (a
+/// project or group token its bot), so the user and the name name it.
+pub fn identity(user_id: u64, name: &str) -> String {
+    format!("{user_id} {name}")
 }
 
 pub fn value(run: &RunId, until: DateTime<Utc>) -> String {
@@ -113,37 +200,24 @@ pub fn parse(value: &str) -> Option<Owner> {
     })
 }
 
-/// Whether a lock may be taken over: its lease ran out, or its holder was a process on this host
-/// that is gone. A lock patrol cannot read is never stale before its lease says so.
-pub fn stale(owner: &Owner, me: &RunId, now: DateTime<Utc>) -> bool {
-    if owner.until.is_none_or(|u| u <= now) {
-        return true;
-    }
-    owner.host == me.host && owner.pid.is_some_and(|pid| !process_alive(pid))
+/// Whether a lock may be taken over because its lease ran out (a lock with no `until` has none).
+/// Who holds it, and whether a process of that number exists here, does not matter: host names
+/// collide between containers and PID namespaces differ (issue 13). `_me` is kept for callers.
+pub fn stale(owner: &Owner, _me: &RunId, now: DateTime<Utc>) -> bool {
+    owner.until.is_none_or(|u| u <= now)
 }
 
-/// Whether the lock names a GitLab CI job on another host that GitLab says has finished: that
-/// job's container is gone, so its lock is stale before its lease ends. Any doubt (no job, no
-/// access, no answer) keeps the lock.
-async fn job_over(client: &Client, owner: &Owner, me: &RunId) -> bool {
+/// Whether the lock names a GitLab CI job that GitLab says has finished: that job's container is
+/// gone, so its lock is stale before its lease ends. Only GitLab's word counts, wherever the job
+/// ran; any doubt (no job, no access, no answer) keeps the lock.
+async fn job_over(client: &Client, owner: &Owner) -> bool {
     let Some((project, job)) = &owner.job else { return false };
-    if owner.host == me.host {
-        return false;
-    }
     match client.job_status(project, *job).await {
         Ok(status) => matches!(status.as_str(), "success" | "failed" | "canceled" | "skipped"),
         Err(e) => {
             tracing::debug!(error = %e, "cannot read the lock holder's job; keeping the lock");
             false
         }
-    }
-}
-
-fn process_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        std::path::Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true
     }
 }
 
@@ -166,43 +240,40 @@ pub fn busy(token_id: &str, holder: &Holder, key: &str, owner: Option<&Owner>) -
     )
 }
 
-/// Takes the lock on `key` in `holder` for `lease`; `Ok(Err(message))` when another live run
-/// holds it.
+/// Takes the lock keyed by `identity` in `holder` for `lease` (`token_id` names the token in
+/// messages), and keeps renewing it (every third of
+/// `lease`) until [`release`]; `Ok(Err(message))` when another live run holds it.
 pub async fn acquire(
     client: &Client,
     me: &RunId,
     token_id: &str,
+    identity: &str,
     holder: &Holder,
     lease: Duration,
 ) -> Result<Result<Held, String>, GitlabError> {
-    let key = key(token_id);
+    let key = key(identity);
     let mut last_owner = None;
     for _ in 0..4 {
-        let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::hours(1));
-        let body = json!({
-            "key": key,
-            "value": value(me, until),
-            "description": format!("patrol: lock on token {token_id}, removed when the run is done with it"),
-            "protected": false,
-            "masked": false,
-            "raw": true,
-            "environment_scope": "*",
-        });
-        match client.create_variable(holder, &body).await {
-            Ok(()) => return Ok(Ok(Held { holder: holder.clone(), key })),
-            Err(e) if e.status() == Some(400) && e.message().contains("has already been taken") => {}
+        let description = format!("patrol: lock on token {token_id}, removed when the run is done with it");
+        match client.create_plain_variable(holder, &key, &value(me, lease_end(lease)), &description).await {
+            Ok(()) => return Ok(Ok(hold(client, me, holder, &key, lease))),
+            Err(e) if e.already_taken() => {}
             // The answer was lost: whether the lock is ours is read below.
             Err(e) if e.outcome_unknown() => {}
             Err(e) => return Err(e),
         }
         let current = client.variable(holder, &key, "*").await?;
         let Some(current) = current else { continue };
-        let owner = current.value.as_ref().and_then(|v| parse(v.expose()));
-        match &owner {
-            Some(o) if o.run == me.id => return Ok(Ok(Held { holder: holder.clone(), key })),
-            Some(o) if stale(o, me, Utc::now()) || job_over(client, o, me).await => {
-                tracing::warn!(token = token_id, lock = %key, holder_run = %o.run, "taking over a stale lock");
-                release(client, &Held { holder: holder.clone(), key: key.clone() }).await?;
+        let seen = current.value.as_ref().map(|v| v.expose().to_owned());
+        let owner = seen.as_deref().and_then(parse);
+        match (&owner, &seen) {
+            (Some(o), _) if o.run == me.id => return Ok(Ok(hold(client, me, holder, &key, lease))),
+            (Some(o), Some(seen)) if stale(o, me, Utc::now()) || job_over(client, o).await => {
+                if delete_if(client, holder, &key, |now| now == seen).await? {
+                    tracing::warn!(token = token_id, lock = %key, holder_run = %o.run, "took over a stale lock");
+                } else {
+                    tracing::debug!(token = token_id, lock = %key, "the stale lock changed before patrol could take it over; looking again");
+                }
             }
             _ => return Ok(Err(busy(token_id, holder, &key, owner.as_ref()))),
         }
@@ -211,12 +282,132 @@ pub async fn acquire(
     Ok(Err(busy(token_id, holder, &key, last_owner.as_ref())))
 }
 
-/// Deletes the lock; one already gone is fine.
-pub async fn release(client: &Client, held: &Held) -> Result<(), GitlabError> {
-    match client.delete_variable(&held.holder, &held.key, "*").await {
-        Err(e) if e.status() == Some(404) => Ok(()),
-        other => other,
+fn lease_end(lease: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::hours(1))
+}
+
+/// The lock just taken, with its renewal started.
+fn hold(client: &Client, me: &RunId, holder: &Holder, key: &str, lease: Duration) -> Held {
+    let lost = Arc::new(AtomicBool::new(false));
+    let acting = Arc::new(Mutex::new(client.clone()));
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(renew(
+        Arc::clone(&acting),
+        me.clone(),
+        holder.clone(),
+        key.to_owned(),
+        lease,
+        Arc::clone(&lost),
+        stopped,
+    ));
+    Held {
+        holder: holder.clone(),
+        key: key.to_owned(),
+        run: me.id.clone(),
+        lost,
+        client: acting,
+        stop: Mutex::new(Some(stop)),
+        task: Mutex::new(Some(task)),
     }
+}
+
+/// What one renewal found.
+enum Renewed {
+    Yes,
+    /// The lock is not this run's any more, and why.
+    Lost(String),
+}
+
+/// Renews the lease every third of it until `stopped` fires or its sender is dropped, or the
+/// lock turns out lost.
+async fn renew(
+    client: Arc<Mutex<Client>>,
+    me: RunId,
+    holder: Holder,
+    key: String,
+    lease: Duration,
+    lost: Arc<AtomicBool>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let every = (lease / 3).max(Duration::from_millis(100));
+    let mut next = tokio::time::Instant::now() + every;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        // Ticks stay on their schedule, so one slow renewal does not push the next towards the
+        // end of the lease.
+        next = (next + every).max(tokio::time::Instant::now());
+        let acting = client.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match tokio::time::timeout(every, renew_once(&acting, &me, &holder, &key, lease)).await {
+            Ok(Ok(Renewed::Yes)) => tracing::trace!(lock = %key, "lock renewed"),
+            Ok(Ok(Renewed::Lost(why))) => {
+                lost.store(true, Ordering::SeqCst);
+                tracing::warn!(lock = %key, "this run lost its lock ({why}); it stops renewing it and leaves it alone");
+                return;
+            }
+            Ok(Err(e)) => tracing::warn!(lock = %key, error = %e, "could not renew the lock; trying again"),
+            Err(_) => tracing::warn!(lock = %key, "renewing the lock took too long; trying again"),
+        }
+    }
+}
+
+/// One renewal: read the lock, and rewrite its `until` only if it still names this run.
+async fn renew_once(
+    client: &Client,
+    me: &RunId,
+    holder: &Holder,
+    key: &str,
+    lease: Duration,
+) -> Result<Renewed, GitlabError> {
+    let Some(current) = client.variable(holder, key, "*").await? else {
+        return Ok(Renewed::Lost("the lock variable is gone".into()));
+    };
+    let owner = current.value.as_ref().and_then(|v| parse(v.expose()));
+    match owner {
+        Some(o) if o.run == me.id => {}
+        Some(o) => return Ok(Renewed::Lost(format!("patrol run {} on {} holds it now", o.run, o.host))),
+        None => return Ok(Renewed::Lost("the lock variable no longer holds a patrol lock".into())),
+    }
+    // A `PUT` never creates: a lock deleted since the read stays deleted.
+    match client.set_plain_variable(holder, key, &value(me, lease_end(lease))).await {
+        Ok(()) => Ok(Renewed::Yes),
+        Err(e) if e.status() == Some(404) => Ok(Renewed::Lost("the lock variable is gone".into())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the lock and deletes it only if `ours` accepts its value (GitLab has no conditional
+/// `DELETE`: see the module doc for the window between the two). `Ok(true)` when it is gone now.
+async fn delete_if(
+    client: &Client,
+    holder: &Holder,
+    key: &str,
+    ours: impl FnOnce(&str) -> bool,
+) -> Result<bool, GitlabError> {
+    let Some(current) = client.variable(holder, key, "*").await? else { return Ok(true) };
+    if !current.value.as_ref().is_some_and(|v| ours(v.expose())) {
+        return Ok(false);
+    }
+    match client.delete_variable(holder, key, "*").await {
+        Ok(()) => Ok(true),
+        Err(e) if e.status() == Some(404) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Stops renewing the lock and deletes it if it is still this run's; one already gone is fine.
+/// One that names another run (taken over after this run's lease ran out) is left alone, with a
+/// warning, and [`Held::lost`] turns true. Calling it twice is fine.
+pub async fn release(client: &Client, held: &Held) -> Result<(), GitlabError> {
+    held.stop_renewing().await;
+    let mine = |v: &str| parse(v).is_some_and(|o| o.run == held.run);
+    if !delete_if(client, &held.holder, &held.key, mine).await? {
+        held.lost.store(true, Ordering::SeqCst);
+        tracing::warn!(lock = %held.key, "the lock is no longer this run's: another run took it over after this run's lease ran out; leaving it");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -282,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn values_round_trip_and_staleness_follows_lease_and_process() {
+    fn values_round_trip_and_staleness_follows_the_lease() {
         let now = Utc::now();
         let until = now + chrono::Duration::minutes(5);
         let owner = parse(&value(&me(), until));
@@ -292,10 +483,26 @@ mod tests {
         assert_eq!(owner.job, Some(("12".to_string(), 345)));
         assert!(!stale(&owner, &me(), now), "alive, within its lease");
         assert!(stale(&owner, &me(), until), "lease over");
-        let dead = Owner { pid: Some(u32::MAX - 1), ..owner.clone() };
-        assert!(stale(&dead, &me(), now), "its process on this host is gone");
-        let elsewhere = Owner { host: "h2".into(), ..dead };
-        assert!(!stale(&elsewhere, &me(), now), "another host's process cannot be checked");
+        let elsewhere = Owner { host: "h2".into(), ..owner.clone() };
+        assert!(!stale(&elsewhere, &me(), now), "another host's lock, within its lease");
         assert_eq!(parse("something else"), None);
+    }
+
+    /// Issue 13: containers on one runner share host names and have their own PID namespaces, so
+    /// a missing process with this host's name proves nothing: only the lease (or GitLab's word
+    /// on a CI job) makes a lock stale.
+    #[test]
+    fn a_lock_naming_this_host_and_a_missing_process_is_stale_only_once_its_lease_ends() {
+        let now = Utc::now();
+        let until = now + chrono::Duration::minutes(3);
+        let other = RunId { id: "other".into(), host: me().host, pid: u32::MAX - 1, job: None };
+        let Some(owner) = parse(&value(&other, until)) else { panic!("unparsable") };
+        assert_eq!((owner.host.as_str(), owner.pid), ("h1", Some(u32::MAX - 1)));
+        assert!(!stale(&owner, &me(), now), "same host name, no such pid here: not stale before its lease");
+        assert!(!stale(&owner, &me(), until - chrono::Duration::seconds(1)));
+        assert!(stale(&owner, &me(), until), "lease over");
+        assert!(stale(&owner, &me(), until + chrono::Duration::minutes(1)));
+        let unreadable = Owner { until: None, ..owner };
+        assert!(stale(&unreadable, &me(), now), "a lock without a lease end has no lease left");
     }
 }

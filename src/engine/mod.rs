@@ -28,7 +28,6 @@ use crate::report::{
 use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 use decide::{decide, Decision, Holds, Observed, Why};
 use futures::StreamExt;
-use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,6 +56,8 @@ pub struct Options {
     pub request_deadline: Duration,
     /// The id of the token patrol itself authenticates with, when known.
     pub credential_token: Option<u64>,
+    /// How long a lock lasts unless renewed; the holder renews it every third of that.
+    pub lock_lease: Duration,
 }
 
 impl Options {
@@ -70,6 +71,7 @@ impl Options {
             poll_interval: Duration::from_millis(500),
             request_deadline: crate::config::DEFAULT_REQUEST_DEADLINE,
             credential_token: None,
+            lock_lease: lock::LEASE,
         }
     }
 }
@@ -90,6 +92,9 @@ pub struct Engine {
     cache: Cache,
     /// This run, as its locks name it.
     run: lock::RunId,
+    /// The lock on patrol's own credential while it is worked on: its renewal must switch to the
+    /// new secret with the client.
+    own_lock: Mutex<Option<lock::Held>>,
 }
 
 type Cell<V> = Arc<tokio::sync::OnceCell<Result<V, String>>>;
@@ -208,12 +213,6 @@ fn label(v: &VariableTarget) -> String {
     format!("{} {} {} [{}]", v.holder.scope(), v.holder.path(), v.key, v.environment_scope)
 }
 
-/// The latest date GitLab said it accepts, from "Expiration date must be before YYYY-MM-DD".
-fn limit_from(message: &str) -> Option<NaiveDate> {
-    let at = message.find("must be before ")? + "must be before ".len();
-    NaiveDate::parse_from_str(message.get(at..at + 10)?, "%Y-%m-%d").ok()
-}
-
 /// What to do about a GitLab error, in one sentence.
 fn advice(e: &GitlabError) -> &'static str {
     match e.status() {
@@ -255,12 +254,24 @@ impl Engine {
 
     /// From now on, authenticate with `secret`: patrol's own credential was just rotated.
     fn use_credential(&self, secret: crate::secret::Secret) {
-        let mut client = self.client.write().unwrap_or_else(|e| e.into_inner());
-        *client = client.with_credential(secret);
+        let fresh = {
+            let mut client = self.client.write().unwrap_or_else(|e| e.into_inner());
+            *client = client.with_credential(secret);
+            client.clone()
+        };
+        if let Some(held) = self.own_lock.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            held.renew_as(fresh);
+        }
     }
 
     pub fn new(client: Client, options: Options) -> Engine {
-        Engine { client: std::sync::RwLock::new(client), options, cache: Cache::default(), run: lock::RunId::new() }
+        Engine {
+            client: std::sync::RwLock::new(client),
+            options,
+            cache: Cache::default(),
+            run: lock::RunId::new(),
+            own_lock: Mutex::new(None),
+        }
     }
 
     /// Works on every token in three steps. Observe: every token is looked at, several at once,
@@ -419,27 +430,42 @@ impl Engine {
         if self.options.mode == Mode::Plan || !acts {
             return self.work_on(t, first, report).await;
         }
-        let Some(holder) = t.variables.first().map(|v| v.holder.clone()) else {
+        let Some(holder) = lock_place(t) else {
             return Err(Failure(format!("token {:?} has no variable to store a secret in", t.id)));
         };
-        // Long enough for every variable's write budget and the rest of the work.
-        let lease = self.options.write_budget * (t.variables.len() as u32 + 1) + Duration::from_secs(600);
-        let held = match lock::acquire(&self.client(), &self.run, &t.id, &holder, lease).await {
-            Ok(Ok(held)) => held,
-            Ok(Err(busy)) => {
-                report.reason = "left alone: another patrol run holds its lock".into();
-                return Err(Failure(busy));
+        // Keyed by the identity GitLab knows, so that another config or a `--self` job working
+        // on the same token meets the same lock.
+        let identity = match first.observed.current.as_ref().or(first.observed.expired.as_ref()) {
+            Some(x) => x.user_id.map(|u| lock::identity(u, &x.name)),
+            None => {
+                first.family.iter().max_by_key(|x| x.id).and_then(|x| x.user_id.map(|u| lock::identity(u, &x.name)))
             }
-            Err(e) => {
-                return Err(Failure(format!(
+        }
+        .unwrap_or_else(|| format!("{} {}", t.owner.display(), t.name));
+        let held =
+            match lock::acquire(&self.client(), &self.run, &t.id, &identity, &holder, self.options.lock_lease).await {
+                Ok(Ok(held)) => held,
+                Ok(Err(busy)) => {
+                    report.reason = "left alone: another patrol run holds its lock".into();
+                    return Err(Failure(busy));
+                }
+                Err(e) => {
+                    return Err(Failure(format!(
                     "cannot take patrol's lock on token {:?} (a variable {} in {} {}): {e}, so nothing was changed. {}",
                     t.id,
-                    lock::key(&t.id),
+                    lock::key(&identity),
                     holder.scope(),
                     holder.path(),
                     advice(&e)
                 )))
-            }
+                }
+            };
+        let own = first.observed.current.as_ref().is_some_and(|c| Some(c.id) == self.options.credential_token);
+        let held = if own {
+            *self.own_lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+            None
+        } else {
+            Some(held)
         };
         // Another run that acted on this token changed its list (rotate, create and revoke all
         // do); an unchanged list means what was observed still stands.
@@ -451,8 +477,11 @@ impl Engine {
             },
             Err(e) => Err(e),
         };
-        if let Err(e) = lock::release(&self.client(), &held).await {
-            tracing::warn!(token = %t.id, lock = %held.key, error = %e, "could not remove the lock; it expires by itself");
+        let held = held.or_else(|| self.own_lock.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(held) = held {
+            if let Err(e) = lock::release(&self.client(), &held).await {
+                tracing::warn!(token = %t.id, lock = %held.key, error = %e, "could not remove the lock; it expires by itself");
+            }
         }
         result
     }
@@ -640,7 +669,7 @@ impl Engine {
                     Ok(t) if t.active => Holds::Token(t.id),
                     Ok(_) => Holds::Dead,
                     Err(e) if e.status() == Some(401) => Holds::Dead,
-                    Err(GitlabError::Transport { detail, .. }) if detail.contains("HTTP header") => Holds::Dead,
+                    Err(e) if e.unsendable_credential() => Holds::Dead,
                     Err(e) => return Err(e),
                 },
                 None => {
@@ -850,9 +879,8 @@ impl Engine {
                 continue;
             }
             let description = with_pending(description, id);
-            let body = json!({ "description": description });
             self.client()
-                .update_variable(&s.target.holder, &s.target.key, &s.target.environment_scope, &body)
+                .describe_variable(&s.target.holder, &s.target.key, &s.target.environment_scope, &description)
                 .await
                 .map_err(|e| {
                     format!(
@@ -885,12 +913,10 @@ impl Engine {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
             };
-            if error.status() == Some(400) {
-                if let Some(limit) = limit_from(error.message()).filter(|l| *l < expires_at) {
-                    notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
-                    expires_at = limit;
-                    continue;
-                }
+            if let Some(limit) = error.expiry_limit().filter(|l| *l < expires_at) {
+                notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
+                expires_at = limit;
+                continue;
             }
             if !error.outcome_unknown() {
                 return Err(Failure(format!("GitLab refused to rotate token {}: {error}. {}", old.id, advice(&error))));
@@ -977,12 +1003,10 @@ impl Engine {
                 Err(e) => e,
             };
             // A user's or service account's token answers 422, a project's or group's 400 (§11).
-            if matches!(error.status(), Some(400 | 422)) {
-                if let Some(limit) = limit_from(error.message()).filter(|l| *l < expires_at) {
-                    notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
-                    expires_at = limit;
-                    continue;
-                }
+            if let Some(limit) = error.expiry_limit().filter(|l| *l < expires_at) {
+                notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
+                expires_at = limit;
+                continue;
             }
             if !error.outcome_unknown() {
                 return Err(Failure(format!(
@@ -1022,19 +1046,11 @@ impl Engine {
         loop {
             let result = if exists {
                 let description = with_marker(s.existing.as_ref().and_then(|e| e.description.as_deref()), id);
-                let body = json!({ "value": issued.secret.expose(), "description": description });
-                self.client().update_variable(&v.holder, &v.key, &v.environment_scope, &body).await
+                self.client()
+                    .store_in_variable(&v.holder, &v.key, &v.environment_scope, &issued.secret, &description)
+                    .await
             } else {
-                let body = json!({
-                    "key": v.key,
-                    "value": issued.secret.expose(),
-                    "masked_and_hidden": true,
-                    "protected": v.protected,
-                    "raw": true,
-                    "environment_scope": v.environment_scope,
-                    "description": with_marker(None, id),
-                });
-                self.client().create_variable(&v.holder, &body).await
+                self.client().create_secret_variable(v, &issued.secret, &with_marker(None, id)).await
             };
             match result {
                 Ok(()) => {
@@ -1053,7 +1069,7 @@ impl Engine {
                     return Ok(());
                 }
                 Err(e) if exists && e.status() == Some(404) => exists = false,
-                Err(e) if !exists && e.status() == Some(400) && e.message().contains("has already been taken") => {
+                Err(e) if !exists && e.already_taken() => {
                     // Someone created it meanwhile. Update it only once it is seen in this scope:
                     // a group variable's PUT on an unseen scope lands in another one (§11).
                     match self.client().variable(&v.holder, &v.key, &v.environment_scope).await {
@@ -1291,6 +1307,22 @@ struct Wanted {
     since: Option<DateTime<Utc>>,
 }
 
+/// Where a token's lock lives, whatever the order of its variables: a project or group token's
+/// own project or group (the role that rotates it may write variables there); otherwise the
+/// first of its variables' places, in a fixed order.
+fn lock_place(t: &ManagedToken) -> Option<crate::config::Holder> {
+    use crate::config::Holder;
+    match &t.owner {
+        Owner::Project(p) => Some(Holder::Project(p.clone())),
+        Owner::Group(g) => Some(Holder::Group(g.clone())),
+        _ => t
+            .variables
+            .iter()
+            .map(|v| v.holder.clone())
+            .min_by(|a, b| (a.scope(), a.path()).cmp(&(b.scope(), b.path()))),
+    }
+}
+
 /// Whether `name` is close to `wanted`: the same but for case, or one or two edits away.
 fn near_name(name: &str, wanted: &str) -> bool {
     let (a, b): (Vec<char>, Vec<char>) =
@@ -1413,14 +1445,5 @@ mod tests {
         assert!(!near_name("alice-ci", "alice-ci"), "the name itself is no near match");
         assert!(!near_name("deploy", "deploy-123"));
         assert!(!near_name("bob", "alice"));
-    }
-
-    #[test]
-    fn gitlabs_expiry_limit_is_read_from_its_message() {
-        assert_eq!(
-            limit_from("400 Bad request - Expiration date must be before 2027-06-01"),
-            NaiveDate::from_ymd_opt(2027, 6, 1)
-        );
-        assert_eq!(limit_from("400 Bad request - Token already revoked"), None);
     }
 }

@@ -5,8 +5,12 @@
 //! So, in order:
 //! 1. `GET /personal_access_tokens/self`: the token, its expiry and scopes (a rejected token stops
 //!    here: a dead token cannot renew itself);
-//! 2. read the CI/CD variable `VAR`, then prove it can be written by stamping patrol's marker in
-//!    its description. If it cannot, nothing is rotated;
+//! 2. read the CI/CD variable `VAR` in the target environment scope (only the role that may update
+//!    it may read it, and the token has the `api` scope: so it can be written), and prove it holds
+//!    the job's token: a readable value equals `$VAR`; a hidden one carries patrol's marker naming
+//!    the job's token, or is the project's only `VAR` (so the job can only have received it). If
+//!    it cannot be read or proven, nothing is rotated. No marker is written before the secret: a
+//!    marker claims only what is stored (issue 13, cases 3 and 6);
 //! 3. rotate once through the token's own `self/rotate` endpoint. A lost answer is never replayed
 //!    blindly: `GET …/self` with the old secret tells whether GitLab rotated (401: it did, and the
 //!    secret is lost; a person must step in) or not (the old token still works: sending again is
@@ -15,7 +19,7 @@
 //! 5. verify (the new secret authenticates as the new token; a readable variable holds it), then
 //!    retry the latest failed pipeline of each `--retry-ref`.
 
-use super::{limit_from, marker, retry_latest_failed, with_marker, Options, WritePause};
+use super::{marker, pending_marker, retry_latest_failed, with_marker, Options, WritePause};
 use crate::config::{Holder, VariableTarget};
 use crate::gitlab::model::{ApiToken, ApiVariable, IssuedToken};
 use crate::gitlab::{Client, GitlabError, SelfResource};
@@ -23,7 +27,6 @@ use crate::report::{
     After, Before, Outcome, PipelineAction, PipelineReport, TokenReport, VariableOutcome, VariableReport,
 };
 use chrono::Duration as Days;
-use serde_json::json;
 use std::time::Duration;
 
 /// What `--self` works on.
@@ -132,19 +135,18 @@ async fn work(
         format!("cannot read the CI/CD variable {label}: {e}. Nothing was changed. The token needs the Maintainer role on the project.")
     })?;
     let Some(existing) = existing else {
+        let elsewhere = match scopes_of(client, target).await {
+            Ok(scopes) if !scopes.is_empty() => {
+                format!(" {} exists in the environment scopes {}.", target.var, scopes.join(", "))
+            }
+            _ => String::new(),
+        };
         return Err(format!(
-            "the CI/CD variable {label} does not exist, so a new token could not be stored. Nothing was changed. Pass --project and --environment-scope for where ${} is defined (self-rotation writes a project variable).",
+            "the CI/CD variable {label} does not exist, so a new token could not be stored. Nothing was changed.{elsewhere} Pass --project and --environment-scope for where ${} is defined (self-rotation writes a project variable).",
             target.var
         ));
     };
-    if let Some(value) = &existing.value {
-        if !client.credential().same_as(value.expose()) {
-            return Err(format!(
-                "the CI/CD variable {label} holds a different token than this job received in ${}: it was changed after the job started (by a person or another run). Nothing was changed; run the job again so it reads the current value.",
-                target.var
-            ));
-        }
-    }
+    holds_the_jobs_token(client, me, target, &existing, &label).await?;
 
     let today = options.today;
     let days_left = me.expires_at.map(|d| (d, (d - today).num_days()));
@@ -172,33 +174,50 @@ async fn work(
         return Ok(());
     }
 
-    // Prove the variable can be written before the only credential changes.
-    if marker(existing.description.as_deref()) != Some(me.id) {
-        let body = json!({ "description": with_marker(existing.description.as_deref(), me.id) });
-        client.update_variable(&holder, &target.var, &target.environment_scope, &body).await.map_err(|e| {
-            format!("cannot write the CI/CD variable {label} ({e}), so the token was not rotated and nothing changed. The token needs the Maintainer role on project {}.", target.project)
-        })?;
-    }
-
-    // One self-rotation at a time: a second run rotating with the same, by then revoked, secret
-    // would make GitLab revoke the whole family (§1.5), the first run's new token included.
-    let lock_id = format!("self {}", target.var);
-    let lease = options.write_budget * 2 + Duration::from_secs(600);
-    let held = match super::lock::acquire(client, &super::lock::RunId::new(), &lock_id, &holder, lease).await {
+    // One rotation at a time: a second run rotating with the same, by then revoked, secret would
+    // make GitLab revoke the whole family (§1.5), the first run's new token included. The lock is
+    // keyed and placed as a fleet run's is (the token's identity; a project or group token's own
+    // resource), so a config that also manages this token meets it.
+    let lock_id = me.user_id.map_or_else(|| format!("self {}", target.var), |u| super::lock::identity(u, &me.name));
+    let place = match resource {
+        SelfResource::Project(id) => Holder::Project(id.to_string()),
+        SelfResource::Group(id) => Holder::Group(id.to_string()),
+        SelfResource::User => holder.clone(),
+    };
+    let held = match super::lock::acquire(
+        client,
+        &super::lock::RunId::new(),
+        &target.var,
+        &lock_id,
+        &place,
+        options.lock_lease,
+    )
+    .await
+    {
         Ok(Ok(held)) => held,
         Ok(Err(busy)) => return Err(busy),
         Err(e) => {
             return Err(format!(
-                "cannot take patrol's lock (the CI/CD variable {} of project {}): {e}. Nothing was changed; run again.",
+                "cannot take patrol's lock (the CI/CD variable {} of {} {}): {e}. Nothing was changed; run again.",
                 super::lock::key(&lock_id),
-                target.project
+                place.scope(),
+                place.path()
             ))
         }
     };
     // The credential that can still delete the lock: the new one once the old is revoked.
     let mut acting = client.clone();
-    let result =
-        locked(client, &mut acting, &held, me, &resource, target, options, &variable, &existing, &label, report).await;
+    let run = SelfRun {
+        client,
+        me,
+        resource: &resource,
+        target,
+        options,
+        variable: &variable,
+        existing: &existing,
+        label: &label,
+    };
+    let result = locked(&run, &mut acting, &held, report).await;
     if let Err(e) = super::lock::release(&acting, &held).await {
         tracing::warn!(lock = %held.key, error = %e, "could not remove the lock; it expires by itself");
     }
@@ -218,22 +237,118 @@ async fn work(
     Ok(())
 }
 
-/// Under the lock: checks the token is still this job's, rotates, stores and verifies. Returns
-/// the client acting as the new token; `acting` follows the credential that works.
-#[allow(clippy::too_many_arguments)]
-async fn locked(
+/// Proves that the variable in the target scope holds the job's token: only then may its
+/// successor replace it. A job receives the value of one environment scope (the one its
+/// `environment:` matches, `*` without one), and a hidden value cannot be compared, so writing
+/// another scope on trust would overwrite a different token (issue 13, case 6). Proven when:
+/// - the value is readable and equals the secret in `$VAR`;
+/// - it is hidden and carries patrol's marker naming the job's token (a pending marker does not
+///   count), or it is the project's only `VAR` in any scope (the first adoption).
+async fn holds_the_jobs_token(
     client: &Client,
-    acting: &mut Client,
-    held: &super::lock::Held,
     me: &ApiToken,
-    resource: &SelfResource,
     target: &SelfTarget,
-    options: &Options,
-    variable: &VariableTarget,
     existing: &ApiVariable,
     label: &str,
+) -> Result<(), String> {
+    let marked = marker(existing.description.as_deref());
+    let why = match &existing.value {
+        Some(value) if client.credential().same_as(value.expose()) => return Ok(()),
+        None if marked == Some(me.id) => return Ok(()),
+        Some(_) => {
+            format!("the CI/CD variable {label} holds a different token than this job received in ${}", target.var)
+        }
+        None => format!(
+            "the CI/CD variable {label} is hidden, so its value cannot be compared with ${}, and {}",
+            target.var,
+            match (marked, pending_marker(existing.description.as_deref())) {
+                (Some(other), _) => format!("its marker names token {other}, not this job's token {}", me.id),
+                (None, Some(_)) => format!(
+                    "its description has only a pending marker (which does not say what it holds), none naming this job's token {}",
+                    me.id
+                ),
+                (None, None) => format!("its description has no patrol marker naming this job's token {}", me.id),
+            }
+        ),
+    };
+    let scopes = scopes_of(client, target).await.map_err(|e| {
+        format!("{why}; and the CI/CD variables of project {} cannot be listed to see where else {} exists: {e}. Nothing was changed; run again.", target.project, target.var)
+    })?;
+    let only = scopes.len() == 1 && scopes[0] == target.environment_scope;
+    if existing.value.is_none() && only {
+        // The project's only one: the job can only have received this value.
+        return Ok(());
+    }
+    if existing.value.is_some() && only {
+        return Err(format!(
+            "{why}: it was changed after the job started (by a person or another run), or the job received ${} from somewhere else than this variable. Nothing was changed; run the job again so it reads the current value.",
+            target.var
+        ));
+    }
+    let hint = if existing.value.is_none() {
+        format!(
+            " If you know that scope holds this job's token, end the variable's description with `[patrol: token {}]` and run again.",
+            me.id
+        )
+    } else {
+        String::new()
+    };
+    Err(format!(
+        "{why}. patrol was asked to write environment scope {scope} and cannot prove that this job received that scope's value; {var} exists in the environment scopes {all}. Nothing was changed. Run this job in an environment that scope {scope} matches (GitLab gives a job the value of the scope that matches its `environment:`, or of `*` when it has none; the component sets `environment:` from its `environment_scope` input), or pass the --environment-scope whose value the job receives.{hint}",
+        scope = target.environment_scope,
+        var = target.var,
+        all = if scopes.is_empty() { "(none)".to_owned() } else { scopes.join(", ") },
+    ))
+}
+
+/// The environment scopes in which the project has the variable `target.var`, sorted (`*` first).
+/// GitLab has no filter by key on the listing, so every page is read; values are not kept.
+async fn scopes_of(client: &Client, target: &SelfTarget) -> Result<Vec<String>, GitlabError> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        key: String,
+        #[serde(default)]
+        environment_scope: Option<String>,
+    }
+    let path = format!("/projects/{}/variables", crate::gitlab::encode(&target.project));
+    let mut scopes = Vec::new();
+    client
+        .each_page(&path, &[], |page: Vec<Listed>| {
+            scopes.extend(
+                page.into_iter()
+                    .filter(|v| v.key == target.var)
+                    .map(|v| v.environment_scope.unwrap_or_else(|| "*".into())),
+            );
+            true
+        })
+        .await?;
+    scopes.sort();
+    scopes.dedup();
+    Ok(scopes)
+}
+
+/// What a self-rotation knows once it has looked: who the job's token is, where it lives and
+/// the variable it is stored in.
+struct SelfRun<'a> {
+    client: &'a Client,
+    me: &'a ApiToken,
+    resource: &'a SelfResource,
+    target: &'a SelfTarget,
+    options: &'a Options,
+    variable: &'a VariableTarget,
+    existing: &'a ApiVariable,
+    label: &'a str,
+}
+
+/// Under the lock: checks the token is still this job's, rotates, stores and verifies. Returns
+/// the client acting as the new token; `acting` follows the credential that works.
+async fn locked(
+    run: &SelfRun<'_>,
+    acting: &mut Client,
+    held: &super::lock::Held,
     report: &mut TokenReport,
 ) -> Result<Client, String> {
+    let SelfRun { client, me, resource, target, options, variable, existing, label } = *run;
     // Another run may have rotated it between this job's first look and the lock. Asking with
     // the old secret on a non-rotation endpoint is safe: a revoked token just gets 401 (§1.5).
     match client.token_self(client.credential()).await {
@@ -254,6 +369,7 @@ async fn locked(
     // From here on the old secret is revoked: act as the new token.
     let fresh = client.with_credential(issued.secret.clone());
     *acting = fresh.clone();
+    held.renew_as(fresh.clone());
     if let Err(e) = store(&fresh, variable, existing, &issued, options.write_budget).await {
         report.variables[0].outcome = VariableOutcome::Failed;
         report.variables[0].error = Some(e.to_string());
@@ -313,12 +429,10 @@ async fn obtain(
             Ok(issued) => return Ok(issued),
             Err(e) => e,
         };
-        if error.status() == Some(400) {
-            if let Some(limit) = limit_from(error.message()).filter(|l| *l < expires_at) {
-                report.reason.push_str(&format!("; GitLab allows expiry up to {limit}, so the new token expires then"));
-                expires_at = limit;
-                continue;
-            }
+        if let Some(limit) = error.expiry_limit().filter(|l| *l < expires_at) {
+            report.reason.push_str(&format!("; GitLab allows expiry up to {limit}, so the new token expires then"));
+            expires_at = limit;
+            continue;
         }
         if !error.outcome_unknown() {
             return Err(format!(
@@ -403,8 +517,7 @@ async fn store(
     let mut pause = WritePause::new(budget);
     let description = with_marker(existing.description.as_deref(), issued.token.id);
     loop {
-        let body = json!({ "value": issued.secret.expose(), "description": description });
-        match fresh.update_variable(&v.holder, &v.key, &v.environment_scope, &body).await {
+        match fresh.store_in_variable(&v.holder, &v.key, &v.environment_scope, &issued.secret, &description).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 if !pause.before_retry(&e, &v.key).await {

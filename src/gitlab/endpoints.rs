@@ -222,13 +222,7 @@ impl Client {
     /// Call it only for a variable seen in that scope: a group variable's `PUT` whose filter names
     /// a scope that does not exist updates the key in another scope (§11). The answer is the
     /// stored variable, so a `PUT` that landed elsewhere all the same is an `Unexpected` error.
-    pub async fn update_variable(
-        &self,
-        holder: &Holder,
-        key: &str,
-        scope: &str,
-        body: &Value,
-    ) -> Result<(), GitlabError> {
+    async fn update_variable(&self, holder: &Holder, key: &str, scope: &str, body: &Value) -> Result<(), GitlabError> {
         let path = format!("{}/{}", holder_path(holder), encode(key));
         let stored: ApiVariable = self.json(None, Method::PUT, &path, &[(FILTER, scope.into())], Some(body)).await?;
         if stored.key != key || stored.environment_scope != scope {
@@ -244,10 +238,81 @@ impl Client {
         Ok(())
     }
 
+    /// Stores `value` in an existing variable in one scope, with `description`: a partial `PUT`
+    /// that leaves masked, hidden, protected, raw and the scope as they are (§3.1).
+    pub async fn store_in_variable(
+        &self,
+        holder: &Holder,
+        key: &str,
+        scope: &str,
+        value: &Secret,
+        description: &str,
+    ) -> Result<(), GitlabError> {
+        let body = json!({ "value": value.expose(), "description": description });
+        self.update_variable(holder, key, scope, &body).await
+    }
+
+    /// Changes only a variable's description (§3.1).
+    pub async fn describe_variable(
+        &self,
+        holder: &Holder,
+        key: &str,
+        scope: &str,
+        description: &str,
+    ) -> Result<(), GitlabError> {
+        self.update_variable(holder, key, scope, &json!({ "description": description })).await
+    }
+
+    /// Creates a variable holding a secret: masked and hidden (`masked_and_hidden`, only on
+    /// create, §3.1) and raw, so the value is never expanded.
+    pub async fn create_secret_variable(
+        &self,
+        target: &crate::config::VariableTarget,
+        value: &Secret,
+        description: &str,
+    ) -> Result<(), GitlabError> {
+        let body = json!({
+            "key": target.key,
+            "value": value.expose(),
+            "masked_and_hidden": true,
+            "protected": target.protected,
+            "raw": true,
+            "environment_scope": target.environment_scope,
+            "description": description,
+        });
+        self.create_variable(&target.holder, &body).await
+    }
+
+    /// Creates a variable whose value is no secret (patrol's locks): in every environment scope,
+    /// not masked, not protected, raw. A key that exists already is refused (`already_taken`).
+    pub async fn create_plain_variable(
+        &self,
+        holder: &Holder,
+        key: &str,
+        value: &str,
+        description: &str,
+    ) -> Result<(), GitlabError> {
+        let body = json!({
+            "key": key,
+            "value": value,
+            "description": description,
+            "protected": false,
+            "masked": false,
+            "raw": true,
+            "environment_scope": "*",
+        });
+        self.create_variable(holder, &body).await
+    }
+
+    /// Replaces the value of such a variable (`PUT` never creates: a deleted one stays deleted).
+    pub async fn set_plain_variable(&self, holder: &Holder, key: &str, value: &str) -> Result<(), GitlabError> {
+        self.update_variable(holder, key, "*", &json!({ "value": value })).await
+    }
+
     /// `POST …/variables` (§3.1). Not retried here: the caller re-checks on a lost answer. A
     /// variable GitLab stored in another environment scope than asked (a group's on a tier
     /// without scoped group variables drops the scope, §11) is an `Unexpected` error.
-    pub async fn create_variable(&self, holder: &Holder, body: &Value) -> Result<(), GitlabError> {
+    async fn create_variable(&self, holder: &Holder, body: &Value) -> Result<(), GitlabError> {
         let path = holder_path(holder);
         let stored: ApiVariable = self.json(None, Method::POST, &path, &[], Some(body)).await?;
         let asked = body.get("environment_scope").and_then(Value::as_str).unwrap_or("*");

@@ -6,11 +6,12 @@
 //! `POST` is never retried here: a rotate must never be replayed (§1.5), so the engine decides
 //! what to do after a lost answer from GitLab's state.
 
+mod answers;
 mod endpoints;
 pub use endpoints::{SelfResource, TokenHome};
 pub mod model;
 
-use crate::secret::Secret;
+use crate::secret::{redact_known, Secret};
 use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -63,12 +64,6 @@ impl GitlabError {
             | GitlabError::Decode { detail, .. }
             | GitlabError::Unexpected { detail, .. } => detail,
         }
-    }
-
-    /// A pipeline create refused because the branch or tag does not exist (§11: 400, the
-    /// pipeline's validation error `Reference not found`).
-    pub fn ref_not_found(&self) -> bool {
-        self.status() == Some(400) && self.message().contains("Reference not found")
     }
 
     /// Whether a write may have happened although no success was seen: no answer, a 5xx (a
@@ -126,6 +121,9 @@ struct Pace {
     reset: Option<u64>,
 }
 
+/// Why a credential could not be sent at all.
+const UNSENDABLE: &str = "the credential has characters an HTTP header cannot carry";
+
 /// A GitLab API client bound to one API root and one credential.
 #[derive(Clone)]
 pub struct Client {
@@ -172,10 +170,13 @@ impl Client {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        if base.starts_with("http://") {
-            // Plain http (loopback only, see app::check_url) needs no trust store: skip loading
-            // the system's certificates, the bulk of start-up time.
-            builder = builder.tls_built_in_root_certs(false);
+        if !reqwest::Url::parse(base).is_ok_and(|u| u.scheme() == "https") {
+            // Plain http (loopback only, see app::gitlab_url) needs no trust store: skip loading
+            // the system's certificates, the bulk of start-up time. And no proxy: reqwest would
+            // send a plain-http request to `HTTP_PROXY` or `ALL_PROXY` (it has no exception for
+            // loopback), the credential in clear, across the network. Over https a proxy only
+            // tunnels (`CONNECT`), so `HTTPS_PROXY` stays in use.
+            builder = builder.tls_built_in_root_certs(false).no_proxy();
         }
         let http = builder
             .timeout(options.timeout)
@@ -216,8 +217,8 @@ impl Client {
     ) -> Result<Answer, GitlabError> {
         let _permit = self.permits.acquire().await.map_err(|e| self.transport(method, path, e))?;
         self.paced().await;
-        let mut auth = HeaderValue::from_str(credential.expose())
-            .map_err(|_| self.transport(method, path, "the credential has characters an HTTP header cannot carry"))?;
+        let mut auth =
+            HeaderValue::from_str(credential.expose()).map_err(|_| self.transport(method, path, UNSENDABLE))?;
         auth.set_sensitive(true);
         let mut req = self.http.request(method.clone(), format!("{}{path}", self.base)).header("PRIVATE-TOKEN", auth);
         if !query.is_empty() {
@@ -325,7 +326,13 @@ impl Client {
         let mut delay = policy.first_delay;
         let mut attempt = 1;
         loop {
-            let result = self.once(credential, &method, path, query, body).await.and_then(|a| check(&method, path, a));
+            let result = self.once(credential, &method, path, query, body).await.and_then(|a| {
+                // The secrets this request carries, for GitLab's error text: an echo of one is
+                // removed whatever its shape.
+                let value = body.and_then(|b| b.get("value")).and_then(Value::as_str);
+                let known = [Some(credential.expose()), Some(self.credential.expose()), value];
+                check(&method, path, a, &known.into_iter().flatten().collect::<Vec<_>>())
+            });
             match result {
                 Err(e) if (retry && e.is_transient() || e.status() == Some(429)) && attempt < policy.attempts => {
                     let wait = match &e {
@@ -458,8 +465,9 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Turns a non-2xx answer into an error carrying GitLab's message (never a request body).
-fn check(method: &Method, path: &str, answer: Answer) -> Result<Answer, GitlabError> {
+/// Turns a non-2xx answer into an error carrying GitLab's message (never a request body), with
+/// the secrets in `known` and every token-shaped word redacted: GitLab or a proxy may echo one.
+fn check(method: &Method, path: &str, answer: Answer, known: &[&str]) -> Result<Answer, GitlabError> {
     if answer.status.is_success() {
         return Ok(answer);
     }
@@ -472,17 +480,21 @@ fn check(method: &Method, path: &str, answer: Answer) -> Result<Answer, GitlabEr
         .map(Duration::from_secs);
     let message = if answer.status.is_redirection() {
         let to = answer.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("?");
-        format!("a redirect to {to}, which patrol does not follow (the credential stays with the configured host); check the GitLab URL")
+        redact_known(
+            &format!("a redirect to {to}, which patrol does not follow (the credential stays with the configured host); check the GitLab URL"),
+            known,
+        )
     } else {
-        error_text(&answer.body)
+        error_text(&answer.body, known)
     };
     Err(GitlabError::Status { status, method: method.to_string(), path: path.into(), message, retry_after })
 }
 
 /// GitLab's error text from any of its body shapes (§5.4), or the start of a non-JSON body;
-/// at most 200 characters, whatever the body.
-fn error_text(body: &[u8]) -> String {
-    truncate(&full_error_text(body))
+/// at most 200 characters, whatever the body. Secrets are redacted ([`redact_known`]) before
+/// the cut, so that one the cut falls in is not left half-shown.
+fn error_text(body: &[u8], known: &[&str]) -> String {
+    truncate(&redact_known(&full_error_text(body), known))
 }
 
 fn full_error_text(body: &[u8]) -> String {
@@ -505,7 +517,9 @@ fn full_error_text(body: &[u8]) -> String {
                 (Some(m), _, _) => flatten(m),
                 (None, Some(e), Some(d)) => format!("{}: {}", flatten(e), flatten(d)),
                 (None, Some(e), None) => flatten(e),
-                _ => String::from_utf8_lossy(body).into_owned(),
+                // Written again rather than as it came: the JSON escapes a body may use
+                // (`glpat\u002d…`) are gone, so redaction sees every token as it is.
+                _ => v.to_string(),
             }
         }
         Err(_) => {
@@ -587,14 +601,77 @@ mod tests {
 
     #[test]
     fn error_text_reads_every_gitlab_shape() {
-        assert_eq!(error_text(br#"{"message":"404 Variable Not Found"}"#), "404 Variable Not Found");
-        assert_eq!(error_text(br#"{"message":{"value":["is invalid"]}}"#), "value is invalid");
+        assert_eq!(error_text(br#"{"message":"404 Variable Not Found"}"#, &[]), "404 Variable Not Found");
+        assert_eq!(error_text(br#"{"message":{"value":["is invalid"]}}"#, &[]), "value is invalid");
         assert_eq!(
-            error_text(br#"{"error":"invalid_token","error_description":"Token was revoked."}"#),
+            error_text(br#"{"error":"invalid_token","error_description":"Token was revoked."}"#, &[]),
             "invalid_token: Token was revoked."
         );
-        assert_eq!(error_text(b"Retry later\n"), "Retry later");
-        assert!(error_text(b"<html><body>502</body></html>").contains("HTML"));
+        assert_eq!(error_text(b"Retry later\n", &[]), "Retry later");
+        assert!(error_text(b"<html><body>502</body></html>", &[]).contains("HTML"));
+    }
+
+    #[test]
+    fn error_texts_never_show_a_token() {
+        assert_eq!(
+            error_text(br#"{"message":"token glpat-abcdefghij0123456789 is invalid"}"#, &[]),
+            "token glpat-[REDACTED] is invalid"
+        );
+        // Each prefix, in each of GitLab's shapes and as plain text.
+        for prefix in crate::secret::TOKEN_PREFIXES {
+            let token = format!("{prefix}AbCdEfGhIj0123456789");
+            let shown = format!("{prefix}[REDACTED]");
+            for body in [
+                serde_json::json!({ "message": format!("{token} is invalid") }).to_string(),
+                serde_json::json!({ "message": { "value": [format!("{token} is invalid")] } }).to_string(),
+                serde_json::json!({ "error": "invalid_token", "error_description": format!("{token} was revoked") })
+                    .to_string(),
+                serde_json::json!({ "detail": token }).to_string(),
+                format!("Bad request: {token}\n"),
+            ] {
+                let text = error_text(body.as_bytes(), &[]);
+                assert!(text.contains(&shown) && !text.contains("AbCdEfGhIj"), "{body}: {text}");
+            }
+        }
+        // A JSON escape does not hide one.
+        let escaped = error_text(br#"{"detail":"glpat\u002dabcdefghij0123456789"}"#, &[]);
+        assert_eq!(escaped, r#"{"detail":"glpat-[REDACTED]"}"#);
+        // The secrets the request carried, whatever their shape.
+        let custom = "acme_Zq3xY9pLm2Kd8Vn4Rt6W";
+        let body = format!(r#"{{"message":"{custom} may not be used"}}"#);
+        assert_eq!(error_text(body.as_bytes(), &[custom]), "[REDACTED] may not be used");
+    }
+
+    #[test]
+    fn a_token_at_the_cut_is_not_half_shown() {
+        let token = "glpat-abcdefghij0123456789";
+        let secret = "acme_Zq3xY9pLm2Kd8Vn4Rt6W";
+        // The cut (200 characters) falls at each place in the token, and in a known secret.
+        for lead in 170..200 {
+            for (what, known, shown) in [(token, vec![], "glpat-[REDACTED]"), (secret, vec![secret], "[REDACTED]")] {
+                let body = format!(r#"{{"message":"{}{what} is invalid"}}"#, "x".repeat(lead));
+                let whole = format!("{}{shown} is invalid", "x".repeat(lead));
+                let expected = if whole.len() > 200 { format!("{}…", &whole[..200]) } else { whole };
+                assert_eq!(error_text(body.as_bytes(), &known), expected, "lead {lead}");
+            }
+        }
+    }
+
+    /// A redirect's target is GitLab's (or a proxy's) text too.
+    #[test]
+    fn a_redirect_target_is_redacted() {
+        let answer = Answer {
+            status: StatusCode::FOUND,
+            headers: [(
+                reqwest::header::LOCATION,
+                HeaderValue::from_static("https://sso.example/login?t=glpat-abcdefghij0123456789"),
+            )]
+            .into_iter()
+            .collect(),
+            body: bytes::Bytes::new(),
+        };
+        let e = check(&Method::GET, "/x", answer, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("login?t=glpat-[REDACTED], which patrol does not follow"), "{e}");
     }
 
     #[test]
@@ -646,7 +723,7 @@ mod fuzz {
             decoded += n;
             refused += 5 - n;
             // Error texts are built from any body too.
-            let text = error_text(&body);
+            let text = error_text(&body, &[]);
             assert!(text.chars().count() <= 201, "case {i}: an unbounded error text");
             let e = decode::<Vec<ApiToken>>(&Method::GET, "/projects/1/access_tokens", &body);
             if let Err(GitlabError::Decode { path, detail, .. }) = e {

@@ -165,8 +165,18 @@ impl Simulator {
 
     /// Waits until a `CommitThenHang` fault has performed a request and is holding its answer.
     pub async fn wait_held(&self) {
+        self.wait_held_beyond(0).await;
+    }
+
+    /// How many requests `CommitThenHang` faults have performed and held so far.
+    pub fn held(&self) -> u32 {
+        *self.shared.held.borrow()
+    }
+
+    /// Waits until more than `n` requests have been held (a later run's, after `held()` was `n`).
+    pub async fn wait_held_beyond(&self, n: u32) {
         let mut held = self.shared.held.subscribe();
-        let _ = held.wait_for(|n| *n > 0).await;
+        let _ = held.wait_for(|count| *count > n).await;
     }
 
     /// Waits until `n` requests held by `CommitsLate` faults have been performed.

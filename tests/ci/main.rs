@@ -91,9 +91,9 @@ fn splice(s: &str, inputs: &Map<String, Value>) -> String {
     out
 }
 
-/// GitLab's `extends`: the job is deep-merged over the hidden job it names, the job winning.
-/// The schema checks hidden jobs loosely (they may be any YAML), so the merged jobs are what to
-/// validate, as GitLab does.
+/// GitLab's `extends`: the job is deep-merged over the jobs it names (one, or a list merged in
+/// order), each of them resolved first, the job winning. The schema checks hidden jobs loosely
+/// (they may be any YAML), so the merged jobs are what to validate, as GitLab does.
 fn resolve_extends(doc: &Value) -> Value {
     fn merge(base: &Value, over: &Value) -> Value {
         match (base, over) {
@@ -108,17 +108,27 @@ fn resolve_extends(doc: &Value) -> Value {
             (_, o) => o.clone(),
         }
     }
-    let Value::Object(top) = doc else { return doc.clone() };
-    let mut out = top.clone();
-    for (name, job) in top {
-        let Some(base) = job.get("extends").and_then(Value::as_str) else { continue };
-        let base = top.get(base).unwrap_or_else(|| panic!("{name} extends {base}, which does not exist"));
-        let mut merged = merge(base, job);
+    fn resolved(top: &Map<String, Value>, name: &str, depth: usize) -> Value {
+        assert!(depth <= 11, "{name}: GitLab allows 11 levels of extends");
+        let job = top.get(name).unwrap_or_else(|| panic!("extends names {name}, which does not exist"));
+        let bases: Vec<&str> = match job.get("extends") {
+            None => return job.clone(),
+            Some(Value::String(one)) => vec![one.as_str()],
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+            Some(other) => panic!("{name}: extends {other} is neither a name nor a list of names"),
+        };
+        let mut merged = Value::Object(Map::new());
+        for base in bases {
+            merged = merge(&merged, &resolved(top, base, depth + 1));
+        }
+        let mut merged = merge(&merged, job);
         if let Value::Object(m) = &mut merged {
             m.remove("extends");
         }
-        out.insert(name.clone(), merged);
+        merged
     }
+    let Value::Object(top) = doc else { return doc.clone() };
+    let out = top.keys().map(|name| (name.clone(), resolved(top, name, 0))).collect();
     Value::Object(out)
 }
 
@@ -148,6 +158,10 @@ fn the_component_header_and_body_validate_with_defaults_and_with_every_choice() 
     let choices: Vec<(&str, Map<String, Value>)> = vec![
         ("defaults", defaults.clone()),
         ("self-rotation", with(&defaults, &[("self_variable", json!("MY_TOKEN")), ("retry_ref", json!("main"))])),
+        (
+            "self-rotation in an environment",
+            with(&defaults, &[("self_variable", json!("MY_TOKEN")), ("environment_scope", json!("production"))]),
+        ),
         ("dry run, 4 shards", with(&defaults, &[("dry_run", json!(true)), ("parallel", json!(4))])),
         ("renamed", with(&defaults, &[("job_prefix", json!("tokens")), ("stage", json!("deploy"))])),
     ];
@@ -186,15 +200,21 @@ fn the_component_jobs_keep_their_promises() {
     let rotate = job("patrol-rotate");
     assert!(rules(&rotate).contains(r#"$CI_PIPELINE_SOURCE == \"schedule\""#), "{}", rules(&rotate));
     let plan = job("patrol-plan");
-    assert!(rules(&plan).contains("merge_request_event") && plan["rules"][0]["changes"][0] == "patrol.toml");
+    assert!(rules(&plan).contains("merge_request_event") && plan["rules"][1]["changes"][0] == "patrol.toml");
     assert!(plan["script"].to_string().contains("patrol plan"));
     let emergency = job("patrol-emergency");
-    assert_eq!(emergency["rules"][0]["if"], r#"$CI_PIPELINE_SOURCE == "web""#);
-    assert_eq!(emergency["rules"][0]["when"], "manual");
+    assert_eq!(emergency["rules"][1]["if"], r#"$CI_PIPELINE_SOURCE == "web""#);
+    assert_eq!(emergency["rules"][1]["when"], "manual");
     assert!(emergency["manual_confirmation"].as_str().is_some_and(|m| m.contains("PATROL_FORCE")));
     assert!(emergency["script"].to_string().contains("--force"));
     assert!(doc["variables"]["PATROL_FORCE"]["description"].is_string(), "the run-pipeline form offers PATROL_FORCE");
-    for (name, j) in [("rotate", &rotate), ("plan", &plan), ("emergency", &emergency)] {
+    let variants: Vec<(String, Value)> = ["rotate", "plan", "emergency"]
+        .iter()
+        .map(|n| (format!("{n}-in-environment"), job(&format!("patrol-{n}-in-environment"))))
+        .collect();
+    let mut all = vec![("rotate".to_owned(), rotate), ("plan".to_owned(), plan), ("emergency".to_owned(), emergency)];
+    all.extend(variants);
+    for (name, j) in &all {
         assert_eq!(j["resource_group"], "patrol", "{name}: one resource group for every job");
         assert_eq!(j["interruptible"], false, "{name}");
         assert_eq!(j["artifacts"]["when"], "always", "{name}");
@@ -208,6 +228,118 @@ fn the_component_jobs_keep_their_promises() {
     for line in doc.to_string().split("\\n") {
         assert!(!line.contains("PATROL_TOKEN"), "{line}");
     }
+}
+
+/// GitLab gives a job the variable of the environment scope that matches its `environment:` (the
+/// `*` one without an environment). In self-rotation with a scope naming an environment, each job
+/// runs as its `-in-environment` variant in that environment; otherwise as itself, without one.
+#[test]
+fn self_rotation_jobs_run_in_the_environment_whose_scope_they_write() {
+    let (_, body, defaults) = component();
+    // GitLab's environment-name characters (`Gitlab::Regex.environment_name_regex`): checked on
+    // the file as written, so a name that is only "*" would fail the whole pipeline.
+    let allowed =
+        |name: &str| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_/${}. -".contains(c));
+    for scope in ["*", "production", "review/*"] {
+        let inputs = with(&defaults, &[("self_variable", json!("MY_TOKEN")), ("environment_scope", json!(scope))]);
+        let doc = resolve_extends(&interpolate(&body, &inputs));
+        for name in ["rotate", "plan", "emergency"] {
+            let plain = &doc[format!("patrol-{name}")];
+            let variant = &doc[format!("patrol-{name}-in-environment")];
+            assert!(plain.get("environment").is_none(), "{name}: the plain job has no environment");
+            assert_eq!(variant["environment"], json!({"name": "$PATROL_SELF_SCOPE", "action": "access"}), "{name}");
+            assert!(allowed(variant["environment"]["name"].as_str().unwrap_or_default()), "{name}");
+            assert_eq!(variant["variables"]["PATROL_SELF_SCOPE"], scope, "{name}: the name is the scope");
+            // Exactly one of the two runs: the plain job first excludes what the variant requires.
+            let only_in_environment = r"$PATROL_SELF && $PATROL_SELF_SCOPE !~ /\*/";
+            assert_eq!(plain["rules"][0], json!({"if": only_in_environment, "when": "never"}), "{name}");
+            let mut expected = plain["rules"][1].clone();
+            let source = expected["if"].as_str().unwrap_or_default().to_owned();
+            expected["if"] = json!(format!("{only_in_environment} && {source}"));
+            assert_eq!(variant["rules"], json!([expected]), "{name}");
+            // Otherwise the variant is the same job.
+            let strip = |j: &Value| {
+                let mut j = j.clone();
+                if let Value::Object(m) = &mut j {
+                    m.remove("rules");
+                    m.remove("environment");
+                }
+                j
+            };
+            assert_eq!(strip(variant), strip(plain), "{name}");
+        }
+    }
+    // What the rules decide: for each mode and pipeline source, exactly one of the two jobs is
+    // created, and it is the variant exactly when self-rotation writes a scope naming an environment.
+    for (self_variable, scope) in
+        [("", "*"), ("", "production"), ("MY_TOKEN", "*"), ("MY_TOKEN", "review/*"), ("MY_TOKEN", "production")]
+    {
+        let inputs = with(&defaults, &[("self_variable", json!(self_variable)), ("environment_scope", json!(scope))]);
+        let doc = resolve_extends(&interpolate(&body, &inputs));
+        let in_environment = !self_variable.is_empty() && !scope.contains('*');
+        for (name, source) in [("rotate", "schedule"), ("plan", "merge_request_event"), ("emergency", "web")] {
+            let created = |job: &Value| {
+                let mut vars: Map<String, Value> = job["variables"].as_object().cloned().unwrap_or_default();
+                vars.insert("CI_PIPELINE_SOURCE".into(), json!(source));
+                job_is_created(&job["rules"], &vars)
+            };
+            let (plain, variant) = (&doc[format!("patrol-{name}")], &doc[format!("patrol-{name}-in-environment")]);
+            assert_eq!(
+                (created(plain), created(variant)),
+                (!in_environment, in_environment),
+                "{name} in a {source} pipeline, self_variable {self_variable:?}, scope {scope:?}"
+            );
+            // No other pipeline source creates either.
+            let mut vars: Map<String, Value> = plain["variables"].as_object().cloned().unwrap_or_default();
+            vars.insert("CI_PIPELINE_SOURCE".into(), json!("push"));
+            assert!(!job_is_created(&plain["rules"], &vars) && !job_is_created(&variant["rules"], &vars), "{name}");
+        }
+    }
+}
+
+/// GitLab's `rules`, for the expressions this component uses: the first rule whose `if` holds
+/// decides (`when: never` excludes the job); no rule holding excludes it. An `if` is clauses
+/// joined by `&&`: `$X` (set and not empty), `$X == "s"`, `$X != "s"`, and `$X =~ /p/`, `$X !~ /p/`
+/// for a pattern without regex operators but escaped ones (`\*`). `changes:` is taken as met.
+fn job_is_created(rules: &Value, vars: &Map<String, Value>) -> bool {
+    let var = |name: &str| vars.get(name.trim_start_matches('$')).and_then(Value::as_str).unwrap_or("").to_owned();
+    let clause = |c: &str| -> bool {
+        let c = c.trim();
+        if let Some((name, rest)) = c.split_once(' ') {
+            let (op, operand) = rest.trim().split_at(2);
+            let operand = operand.trim();
+            let text = match operand.strip_prefix('"').and_then(|o| o.strip_suffix('"')) {
+                Some(t) => t.to_owned(),
+                None => {
+                    let p = operand.strip_prefix('/').and_then(|o| o.strip_suffix('/'));
+                    let p = p.unwrap_or_else(|| panic!("unsupported operand in {c:?}"));
+                    let literal = p.replace("\\*", "*");
+                    assert!(
+                        !literal.contains(['.', '+', '?', '[', '(', '^', '$', '|'])
+                            && !p.replace("\\*", "").contains('*'),
+                        "unsupported pattern in {c:?}"
+                    );
+                    literal
+                }
+            };
+            match op {
+                "==" => var(name) == text,
+                "!=" => var(name) != text,
+                "=~" => var(name).contains(&text),
+                "!~" => !var(name).contains(&text),
+                _ => panic!("unsupported operator in {c:?}"),
+            }
+        } else {
+            !var(c).is_empty()
+        }
+    };
+    for rule in rules.as_array().cloned().unwrap_or_default() {
+        let holds = rule["if"].as_str().is_none_or(|e| e.split("&&").all(clause));
+        if holds {
+            return rule["when"] != "never";
+        }
+    }
+    false
 }
 
 #[test]

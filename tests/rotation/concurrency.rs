@@ -77,12 +77,22 @@ async fn two_runs_started_together_rotate_each_token_once() {
     assert!(contended > 0, "the two runs never met at a lock, so this test proved nothing");
 }
 
-fn lock_variable(u: &Universe, token: &str, value: String) {
+/// The key of the lock on the GitLab token named `name`: keyed by its identity (its user and
+/// name), whichever config or `[[token]]` id works on it.
+fn lock_key(u: &Universe, name: &str) -> String {
+    let user = u.sim.with_world(|w| w.tokens.values().find(|t| t.name == name).map(|t| t.user_id)).unwrap_or_default();
+    lock::key(&lock::identity(user, name))
+}
+
+/// A lock on the token named `name` in sec/app, where both the project token (its own project)
+/// and alice's token (its only variable's project) keep their locks.
+fn lock_variable(u: &Universe, name: &str, value: String) {
+    let key = lock_key(u, name);
     u.sim.with_world(|w| {
         let project = w.project_by_path("sec/app").map(|p| p.id).unwrap_or_default();
         w.variables.push(Variable {
             owner: Source::Project(project),
-            key: lock::key(token),
+            key,
             value,
             variable_type: "env_var".into(),
             protected: false,
@@ -96,40 +106,56 @@ fn lock_variable(u: &Universe, token: &str, value: String) {
 }
 
 #[tokio::test]
-async fn a_live_runs_lock_is_respected_and_a_dead_or_expired_one_is_taken_over() {
+async fn a_live_runs_lock_is_respected_and_an_expired_one_is_taken_over() {
     let u = Universe::new(fleet(), FLEET_CONFIG).await;
     let old = u.active("app-ci");
-    // This test process is alive and on this host: its lock stands.
     let me = lock::RunId::new();
     let live = lock::value(&me, chrono::Utc::now() + chrono::Duration::hours(1));
-    lock_variable(&u, "project", live);
+    lock_variable(&u, "app-ci", live);
     let run = u.patrol(&["rotate", "--only", "project"]).await;
     assert_eq!(run.code, 1, "{}", run.stdout);
     let error = run.report["tokens"][0]["error"].as_str().unwrap_or_default().to_owned();
     assert!(
         error.contains("another run is working on token \"project\"")
             && error.contains(&format!("pid {}", me.pid))
-            && error.contains(&lock::key("project")),
+            && error.contains(&lock_key(&u, "app-ci")),
         "{error}"
     );
     assert_eq!(u.active("app-ci"), old, "left alone");
-    assert_eq!(locks_left(&u), vec![lock::key("project")], "not ours to remove");
-
-    // The same lock from a process that is gone: taken over at once.
-    u.sim.with_world(|w| w.variables.retain(|v| !v.key.starts_with("PATROL_LOCK_")));
-    let dead = lock::RunId { pid: u32::MAX - 1, ..me.clone() };
-    lock_variable(&u, "project", lock::value(&dead, chrono::Utc::now() + chrono::Duration::hours(1)));
-    let run = u.patrol(&["rotate", "--only", "project"]).await;
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
-    assert_eq!(outcomes(&run), vec![("project".to_string(), "rotated".to_string())]);
-    assert!(locks_left(&u).is_empty());
+    assert_eq!(locks_left(&u), vec![lock_key(&u, "app-ci")], "not ours to remove");
 
     // Another host's lock whose lease ran out: taken over.
     let elsewhere = lock::RunId { host: "other-host".into(), ..me };
-    lock_variable(&u, "personal", lock::value(&elsewhere, chrono::Utc::now() - chrono::Duration::minutes(1)));
+    lock_variable(&u, "alice-ci", lock::value(&elsewhere, chrono::Utc::now() - chrono::Duration::minutes(1)));
     let run = u.patrol(&["rotate", "--only", "personal"]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
-    assert!(locks_left(&u).is_empty());
+    assert_eq!(outcomes(&run), vec![("personal".to_string(), "rotated".to_string())]);
+    assert_eq!(locks_left(&u), vec![lock_key(&u, "app-ci")], "only the expired lock was taken over");
+    assert!(u.sim.reuse_detections().is_empty());
+}
+
+/// Issue 13: host names collide between containers on one runner, and PID namespaces differ, so
+/// "this host has no such process" says nothing about another run. A lock naming this machine's
+/// host name and a process that does not exist here stands until its lease ends.
+#[tokio::test]
+async fn a_lock_naming_this_host_and_a_missing_process_stands_until_its_lease_ends() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    let old = u.active("app-ci");
+    let here = lock::RunId::new();
+    let other = lock::RunId { id: "fedcba9876543210".into(), host: here.host.clone(), pid: u32::MAX - 1, job: None };
+    let value = lock::value(&other, chrono::Utc::now() + chrono::Duration::minutes(3));
+    lock_variable(&u, "app-ci", value.clone());
+    let run = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, tail(&run.stderr));
+    let error = run.report["tokens"][0]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("another run is working on token \"project\"") && error.contains("fedcba9876543210"),
+        "{error}"
+    );
+    assert_eq!(u.active("app-ci"), old, "left alone");
+    let key = lock_key(&u, "app-ci");
+    let lock = u.sim.with_world(|w| w.variables.iter().find(|v| v.key == key).map(|v| v.value.clone()));
+    assert_eq!(lock, Some(value), "the other run's lock is still there, unchanged");
     assert!(u.sim.reuse_detections().is_empty());
 }
 
@@ -145,7 +171,7 @@ async fn a_lock_from_a_ci_job_elsewhere_holds_while_the_job_runs_and_not_after()
         pid: 7,
         job: Some(format!("{project}/77")),
     };
-    lock_variable(&u, "project", lock::value(&job, chrono::Utc::now() + chrono::Duration::minutes(15)));
+    lock_variable(&u, "app-ci", lock::value(&job, chrono::Utc::now() + chrono::Duration::minutes(15)));
     let old = u.active("app-ci");
 
     let run = u.patrol(&["rotate", "--only", "project"]).await;

@@ -55,6 +55,8 @@ const ENV: &[(&str, &str)] = &[
     ("PATROL_RETRY_SECONDS", "2"),
     ("PATROL_WRITE_SECONDS", "1"),
     ("PATROL_CONCURRENCY", "1"),
+    // A killed run's lock stands until its lease ends (renewed while a run lives): short here.
+    ("PATROL_LOCK_LEASE_SECONDS", "2"),
 ];
 
 /// patrol's defaults (`ClientOptions`, `RetryPolicy`), for the converging run.
@@ -82,6 +84,8 @@ enum Kind {
     TruncatedAnswer,
     Hang,
     Killed,
+    /// GitLab answers 403 every time; only the compound matrix uses it.
+    Refused,
 }
 
 const KINDS: [Kind; 7] = [
@@ -110,13 +114,14 @@ impl Point {
             Kind::TruncatedAnswer => FaultAction::TruncatedAnswer,
             Kind::Hang => FaultAction::Hang,
             Kind::Killed => FaultAction::CommitThenHang,
+            Kind::Refused => FaultAction::Status { status: 403 },
         };
         let fault = Fault::new(Some(&self.method), &self.path, action)
             .as_token(self.token_name.as_deref())
             .with_key(self.key.as_deref())
             .skip(self.nth);
         match kind {
-            Kind::Persistent => fault,
+            Kind::Persistent | Kind::Refused => fault,
             _ => fault.times(1),
         }
     }
@@ -284,11 +289,15 @@ async fn cell(point: &Point, kind: Kind) -> Result<(), String> {
     if fired == 0 {
         return Err(format!("{at}: the fault never fired"));
     }
-    let must_absorb = kind.transient() && point.idempotent();
+    // A 429 comes from GitLab's throttle before the application (§5.3): whatever the method, the
+    // request was not carried out, and patrol sends it again after Retry-After.
+    let must_absorb = kind.transient() && (point.idempotent() || matches!(kind, Kind::RateLimited));
     match first.code {
         // Nothing changed when GitLab could not be reached at all.
         3 if !must_absorb && u.sim.requests().iter().all(|r| r.method == "GET") => {}
         0 => {
+            // A lock the run could not remove must expire by itself: nothing renews it now.
+            wait_out_locks(&u).await;
             let wrong = violations(&u, &seeded);
             if !wrong.is_empty() {
                 return Err(format!("{at}: the faulted run exited 0 but left {wrong:?}"));
@@ -305,6 +314,7 @@ async fn cell(point: &Point, kind: Kind) -> Result<(), String> {
         -9 if matches!(kind, Kind::Killed) => {}
         code => return Err(format!("{at}: the faulted run exited {code}\n{}", tail(&first.stderr))),
     }
+    wait_out_locks(&u).await;
     u.sim.clear_faults();
     let next = u.patrol_with(&["rotate"], DEFAULTS).await;
     if next.code != 0 {
@@ -335,9 +345,12 @@ async fn killed_run(u: &Universe) -> Result<Run, String> {
     };
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    // A run that ends before reaching the request is returned as it ended: the single-fault
+    // matrix then finds its fault never fired; in a sequence, the run simply did not get there.
+    let held = u.sim.held();
     tokio::select! {
-        _ = u.sim.wait_held() => child.start_kill().map_err(|e| format!("cannot kill patrol: {e}"))?,
-        status = child.wait() => return Err(format!("patrol ended ({status:?}) before the request to kill it at")),
+        _ = u.sim.wait_held_beyond(held) => child.start_kill().map_err(|e| format!("cannot kill patrol: {e}"))?,
+        _ = child.wait() => {}
     }
     let status = child.wait().await.map_err(|e| e.to_string())?;
     let output = std::process::Output {
@@ -400,4 +413,140 @@ async fn every_fault_at_every_request_converges_on_the_next_run() {
         cells.len(),
         failures.join("\n\n")
     );
+}
+
+// ---- the compound-fault matrix (issue 13) ------------------------------------------------------
+
+/// A request GitLab refuses every time (a missing role, a protected resource): in a sequence,
+/// the run after a crash that cannot finish either.
+fn refused(path: &str) -> (Point, Kind) {
+    let point = Point { method: "POST".into(), path: path.into(), token_name: None, key: None, nth: 0 };
+    (point, Kind::Refused)
+}
+
+/// The same request in a later run, whatever ids it names by then: numeric segments become `*`.
+fn later(point: &Point) -> Point {
+    let path = point
+        .path
+        .split('/')
+        .map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "*" } else { s })
+        .collect::<Vec<_>>()
+        .join("/");
+    Point { path, nth: 0, ..point.clone() }
+}
+
+/// Every marker names the token whose secret its variable holds.
+fn markers_tell_the_truth(u: &Universe) -> Vec<String> {
+    u.sim.with_world(|w| {
+        w.variables
+            .iter()
+            .filter_map(|v| {
+                let claimed = patrol::engine::marker(v.description.as_deref())?;
+                let held = w.token_by_secret(&v.value).map(|t| t.id);
+                (held != Some(claimed)).then(|| format!("{} says token {claimed} but holds {held:?}", v.key))
+            })
+            .collect()
+    })
+}
+
+/// Waits out the lease of any lock a killed run left (the faulted runs take short leases), so
+/// the next run may take it over; bounded.
+async fn wait_out_locks(u: &Universe) {
+    for _ in 0..100 {
+        let live = u.sim.with_world(|w| {
+            w.variables
+                .iter()
+                .filter(|v| v.key.starts_with("PATROL_LOCK_"))
+                .any(|v| lock::parse(&v.value).and_then(|o| o.until).is_some_and(|until| until > chrono::Utc::now()))
+        });
+        if !live {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Run 1 suffers fault `a`, run 2 fault `b`; then a clean run must converge, with every marker
+/// true and one active token per managed identity, and one more run must find nothing to do.
+async fn sequence(a: &(Point, Kind), b: &(Point, Kind)) -> Result<(), String> {
+    let u = Universe::new(matrix_seed(), &matrix_config()).await;
+    let seeded = settings(&u);
+    let at = format!("{} then {}", label(&a.0, a.1), label(&b.0, b.1));
+    for (point, kind) in [a, b] {
+        u.sim.clear_faults();
+        u.sim.inject(point.fault(*kind));
+        let run = match kind {
+            Kind::Killed => killed_run(&u).await?,
+            _ => u.patrol_with(&["rotate"], ENV).await,
+        };
+        if ![0, 1, 3, -9].contains(&run.code) {
+            return Err(format!("{at}: a faulted run exited {}\n{}", run.code, tail(&run.stderr)));
+        }
+        wait_out_locks(&u).await;
+    }
+    u.sim.clear_faults();
+    let clean = u.patrol_with(&["rotate"], DEFAULTS).await;
+    if clean.code != 0 {
+        return Err(format!("{at}: the clean run exited {}\n{}\n{}", clean.code, clean.stdout, tail(&clean.stderr)));
+    }
+    let mut wrong = violations(&u, &seeded);
+    wrong.extend(markers_tell_the_truth(&u));
+    if !wrong.is_empty() {
+        return Err(format!("{at}: after the clean run: {wrong:?}\n{}", clean.stdout));
+    }
+    let before = u.sim.requests().len();
+    let again = u.patrol_with(&["rotate"], DEFAULTS).await;
+    let idle = again.report["tokens"].as_array().is_some_and(|t| t.iter().all(|t| t["outcome"] == "unchanged"));
+    let writes = u.writes_since(before);
+    if again.code != 0 || !idle || !writes.is_empty() {
+        return Err(format!(
+            "{at}: the run after converging was not idle: exit {}, {writes:?}\n{}",
+            again.code, again.stdout
+        ));
+    }
+    Ok(())
+}
+
+/// A seeded sample of fault pairs over the baseline's requests, always with the sequence that
+/// made markers lie: killed right after the hidden project token's rotate, then refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_sampled_pair_of_faulted_runs_converges_and_then_rests() {
+    let points = baseline().await;
+    let kinds =
+        [Kind::Once, Kind::Persistent, Kind::DropAfterCommit, Kind::TruncatedAnswer, Kind::Killed, Kind::Refused];
+    let all: Vec<(Point, Kind)> = points.iter().flat_map(|p| kinds.iter().map(move |k| (p.clone(), *k))).collect();
+    let rotate = points
+        .iter()
+        .find(|p| {
+            p.method == "POST" && p.path.contains("/projects/sec%2Fapp/access_tokens/") && p.path.ends_with("/rotate")
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("the baseline rotates the project token"));
+    let mut pairs = vec![((rotate.clone(), Kind::Killed), refused(&later(&rotate).path))];
+    // xorshift64, fixed seed: the same sample every run; `PATROL_COMPOUND_SEED` draws another.
+    let mut state: u64 = std::env::var("PATROL_COMPOUND_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x9e37_79b9);
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % all.len() as u64) as usize
+    };
+    for _ in 0..40 {
+        let (a, b) = (all[next()].clone(), all[next()].clone());
+        pairs.push((a, (later(&b.0), b.1)));
+    }
+    let failures: Vec<String> = futures::StreamExt::collect::<Vec<_>>(futures::StreamExt::buffer_unordered(
+        futures::stream::iter(pairs.iter().map(|(a, b)| async move { sequence(a, b).await.err() })),
+        16,
+    ))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    println!(
+        "compound faults: {} sequences of two faulted runs, a clean one and an idle one; {} failed",
+        pairs.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} of {} sequences failed:\n{}", failures.len(), pairs.len(), failures.join("\n\n"));
 }

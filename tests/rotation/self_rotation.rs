@@ -3,7 +3,7 @@
 
 use crate::engine::tail;
 use crate::helpers::*;
-use patrol::simulator::seed::{SeedMember, SeedProject, SeedToken, SeedUser};
+use patrol::simulator::seed::{SeedMember, SeedProject, SeedToken, SeedUser, SeedVariable};
 use patrol::simulator::{Fault, FaultAction, Seed};
 
 /// The project token `app-ci` of `sec/app`, due in 3 days, lives in the project's hidden variable
@@ -77,6 +77,10 @@ async fn a_due_project_token_renews_itself_stores_the_new_secret_and_retries_the
     assert_eq!(u.variable_holds("APP_TOKEN", "*"), Some(now[0]));
     let v = u.variable("APP_TOKEN", "*").unwrap_or_else(|| panic!("variable gone"));
     assert!(v.masked && v.hidden, "settings kept");
+    assert_eq!(patrol::engine::marker(v.description.as_deref()), Some(now[0]), "the marker names the new token");
+    // Written once, with the secret: no marker was stamped before rotating.
+    let puts: Vec<String> = u.writes_since(0).into_iter().filter(|w| w.ends_with("/variables/APP_TOKEN")).collect();
+    assert_eq!(puts.len(), 1, "{puts:?}");
     let rotated_through: Vec<String> =
         u.sim.requests().iter().filter(|r| r.path.ends_with("/rotate")).map(|r| r.path.clone()).collect();
     assert_eq!(rotated_through.len(), 1);
@@ -139,21 +143,23 @@ async fn force_renews_a_token_that_is_not_due() {
     assert_eq!(u.variable_holds("APP_TOKEN", "*"), u.active("app-ci").first().copied());
 }
 
+/// Write access is proven without writing: GitLab lets only the role that may update a variable
+/// read it. No marker is stamped before rotating (it would claim a token the variable may not hold).
 #[tokio::test]
 async fn a_variable_that_cannot_be_written_means_nothing_is_rotated() {
-    let u = universe(3).await;
-    let old = u.active("app-ci");
-    u.sim.inject(Fault::new(
-        Some("PUT"),
-        "/api/v4/projects/*/variables/APP_TOKEN",
-        FaultAction::Status { status: 403 },
-    ));
-    let run = self_rotate(&u, APP_SECRET, &[]).await;
-    assert_eq!(run.code, 1);
+    let mut s = seed(3);
+    s.members[0].access_level = 30; // alice is a Developer: she may not read or write variables
+    let u = Universe::new(s, "").await;
+    let old = u.active("alice-ci");
+    let run = u
+        .patrol_with(&["rotate", "--self", "ALICE_TOKEN", "--project", "sec/app"], &[("ALICE_TOKEN", ALICE_SECRET)])
+        .await;
+    assert_eq!(run.code, 1, "{}", tail(&run.stderr));
     let error = error_of(&run);
-    assert!(error.contains("was not rotated and nothing changed") && error.contains("Maintainer"), "{error}");
-    assert_eq!(u.active("app-ci"), old);
+    assert!(error.contains("Nothing was changed") && error.contains("Maintainer"), "{error}");
+    assert_eq!(u.active("alice-ci"), old);
     assert!(!u.sim.requests().iter().any(|r| r.path.ends_with("/rotate")));
+    assert!(u.writes_since(0).is_empty(), "{:?}", u.writes_since(0));
 }
 
 #[tokio::test]
@@ -164,8 +170,145 @@ async fn a_missing_variable_means_nothing_is_rotated() {
     assert_eq!(run.code, 1);
     let error = error_of(&run);
     assert!(error.contains("does not exist") && error.contains("--environment-scope"), "{error}");
+    assert!(error.contains("APP_TOKEN exists in the environment scopes *."), "{error}");
     assert_eq!(u.active("app-ci"), old);
     assert!(u.writes_since(0).is_empty());
+}
+
+/// Issue 13, case 6: `APP_TOKEN` exists in two environment scopes of `sec/app`. `*` holds app-ci,
+/// which a job without an environment receives; `production` holds app-prod (hidden or readable).
+const PROD_SECRET: &str = "glpat-SelfRotationProduction";
+
+fn two_scopes(production_hidden: bool) -> Seed {
+    let mut s = seed(3);
+    s.tokens.push(SeedToken {
+        project: Some("sec/app".into()),
+        secret: Some(PROD_SECRET.into()),
+        ..token("app-prod", 3)
+    });
+    s.variables.push(SeedVariable {
+        environment_scope: "production".into(),
+        ..variable(Some("sec/app"), None, "APP_TOKEN", "app-prod", production_hidden)
+    });
+    s
+}
+
+/// Sets the description of `APP_TOKEN` in `scope`.
+fn describe(u: &Universe, scope: &str, description: &str) {
+    u.sim.with_world(|w| {
+        for v in w.variables.iter_mut().filter(|v| v.key == "APP_TOKEN" && v.environment_scope == scope) {
+            v.description = Some(description.into());
+        }
+    });
+}
+
+/// The status of `sec/app`'s latest pipeline once its retry has run (the simulator shows it at the
+/// next read).
+fn settled_pipeline(u: &Universe) -> Option<String> {
+    u.sim.with_world(|w| w.settle_pipelines());
+    u.pipeline_status("sec/app")
+}
+
+/// Nothing was rotated or written: both tokens as seeded, no rotate request, no write.
+fn assert_untouched(u: &Universe, app: &[u64], prod: &[u64]) {
+    assert_eq!(u.active("app-ci"), app);
+    assert_eq!(u.active("app-prod"), prod);
+    assert!(!u.sim.requests().iter().any(|r| r.path.ends_with("/rotate")), "no rotate request");
+    assert!(u.writes_since(0).is_empty(), "{:?}", u.writes_since(0));
+    assert_eq!(u.variable_holds("APP_TOKEN", "*"), app.first().copied());
+    assert_eq!(u.variable_holds("APP_TOKEN", "production"), prod.first().copied());
+}
+
+/// The job received the `*` value (app-ci) but is told to write `production`, which is hidden:
+/// before, app-ci's successor overwrote app-prod there, and the run said all was well.
+#[tokio::test]
+async fn a_hidden_variable_in_a_scope_the_job_did_not_read_is_never_overwritten() {
+    let u = Universe::new(two_scopes(true), "").await;
+    let (app, prod) = (u.active("app-ci"), u.active("app-prod"));
+    let run = self_rotate(&u, APP_SECRET, &["--environment-scope", "production"]).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, tail(&run.stderr));
+    let t = &run.report["tokens"][0];
+    assert_eq!(t["outcome"], "failed");
+    assert!(t["after"].is_null(), "nothing rotated");
+    let error = error_of(&run);
+    assert!(error.contains("environment scope production") && error.contains("cannot prove"), "{error}");
+    assert!(error.contains("APP_TOKEN exists in the environment scopes *, production"), "{error}");
+    assert!(error.contains("`environment:`") && error.contains("--environment-scope"), "{error}");
+    assert!(error.contains("Nothing was changed"), "{error}");
+    assert_untouched(&u, &app, &prod);
+
+    // A dry run says the same, and changes nothing either.
+    let dry = self_rotate(&u, APP_SECRET, &["--environment-scope", "production", "--dry-run"]).await;
+    assert_eq!(dry.code, 1, "{}", tail(&dry.stderr));
+    assert!(error_of(&dry).contains("cannot prove"), "{}", error_of(&dry));
+    assert_untouched(&u, &app, &prod);
+}
+
+#[tokio::test]
+async fn a_readable_variable_holding_another_token_is_never_overwritten() {
+    let u = Universe::new(two_scopes(false), "").await;
+    let (app, prod) = (u.active("app-ci"), u.active("app-prod"));
+    let run = self_rotate(&u, APP_SECRET, &["--environment-scope", "production"]).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert_eq!(run.report["tokens"][0]["outcome"], "failed");
+    let error = error_of(&run);
+    assert!(error.contains("holds a different token than this job received in $APP_TOKEN"), "{error}");
+    assert!(error.contains("APP_TOKEN exists in the environment scopes *, production"), "{error}");
+    assert_untouched(&u, &app, &prod);
+}
+
+/// The job ran in environment `production` and received app-prod. A hidden variable is proven to
+/// hold the job's token only by patrol's marker naming it: a pending marker proves nothing.
+#[tokio::test]
+async fn a_hidden_variable_marked_with_the_jobs_token_is_renewed_in_its_scope() {
+    let mut s = two_scopes(true);
+    s.pipelines[0].environment = Some("production".into());
+    let u = Universe::new(s, "").await;
+    let (app, prod) = (u.active("app-ci"), u.active("app-prod"));
+    describe(&u, "production", &format!("deploy token [patrol: pending {}]", prod[0]));
+    let pending = self_rotate(&u, PROD_SECRET, &["--environment-scope", "production"]).await;
+    assert_eq!(pending.code, 1, "{}", tail(&pending.stderr));
+    assert!(error_of(&pending).contains("cannot prove"), "{}", error_of(&pending));
+    assert_untouched(&u, &app, &prod);
+
+    describe(&u, "production", &format!("deploy token [patrol: token {}]", prod[0]));
+    let run = self_rotate(&u, PROD_SECRET, &["--environment-scope", "production"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    let t = &run.report["tokens"][0];
+    assert_eq!((t["outcome"].as_str(), t["name"].as_str()), (Some("rotated"), Some("app-prod")));
+    assert_eq!(t["variables"][0]["outcome"], "written");
+    let now = u.active("app-prod");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, prod);
+    assert_eq!(u.variable_holds("APP_TOKEN", "production"), Some(now[0]));
+    let v = u.variable("APP_TOKEN", "production").unwrap_or_else(|| panic!("variable gone"));
+    assert_eq!(v.description.as_deref(), Some(format!("deploy token [patrol: token {}]", now[0]).as_str()));
+    // The `*` scope and its token are untouched; the pipeline in production passes.
+    assert_eq!(u.active("app-ci"), app);
+    assert_eq!(u.variable_holds("APP_TOKEN", "*"), Some(app[0]));
+    assert_eq!(settled_pipeline(&u).as_deref(), Some("success"));
+}
+
+/// The first adoption: patrol never wrote the variable, which is hidden, but it is the project's
+/// only `APP_TOKEN`, so the job can only have received its value.
+#[tokio::test]
+async fn the_only_variable_with_its_key_is_adopted_and_marked_with_the_new_token() {
+    let mut s = seed(3);
+    s.variables[0].environment_scope = "production".into();
+    s.variables[0].description = Some("used by deploys".into());
+    s.pipelines[0].environment = Some("production".into());
+    let u = Universe::new(s, "").await;
+    let old = u.active("app-ci");
+    let run = self_rotate(&u, APP_SECRET, &["--environment-scope", "production"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert_eq!(run.report["tokens"][0]["outcome"], "rotated");
+    let now = u.active("app-ci");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, old);
+    assert_eq!(u.variable_holds("APP_TOKEN", "production"), Some(now[0]));
+    let v = u.variable("APP_TOKEN", "production").unwrap_or_else(|| panic!("variable gone"));
+    assert_eq!(v.description.as_deref(), Some(format!("used by deploys [patrol: token {}]", now[0]).as_str()));
+    assert_eq!(settled_pipeline(&u).as_deref(), Some("success"));
 }
 
 #[tokio::test]
@@ -209,9 +352,7 @@ async fn a_lost_rotate_answer_is_never_replayed_and_says_what_a_person_must_do()
 async fn writes_failing_for_a_while_after_rotating_are_retried_patiently() {
     let u = universe(3).await;
     u.sim.inject(
-        Fault::new(Some("PUT"), "/api/v4/projects/*/variables/APP_TOKEN", FaultAction::Status { status: 503 })
-            .skip(1)
-            .times(3),
+        Fault::new(Some("PUT"), "/api/v4/projects/*/variables/APP_TOKEN", FaultAction::Status { status: 503 }).times(3),
     );
     let run = self_rotate(&u, APP_SECRET, &[]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
@@ -222,9 +363,11 @@ async fn writes_failing_for_a_while_after_rotating_are_retried_patiently() {
 #[tokio::test]
 async fn writes_failing_for_good_after_rotating_revoke_the_orphan_and_say_what_a_person_must_do() {
     let u = universe(3).await;
-    u.sim.inject(
-        Fault::new(Some("PUT"), "/api/v4/projects/*/variables/APP_TOKEN", FaultAction::Status { status: 503 }).skip(1),
-    );
+    u.sim.inject(Fault::new(
+        Some("PUT"),
+        "/api/v4/projects/*/variables/APP_TOKEN",
+        FaultAction::Status { status: 503 },
+    ));
     let run = u
         .patrol_with(
             &["rotate", "--self", "APP_TOKEN", "--project", "sec/app"],
