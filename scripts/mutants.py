@@ -194,6 +194,46 @@ MUTATIONS = [
         "            if true {",
         ROTATION + ["recovery::a_lost_rotate", "gitlab_answers::"],
     ),
+    Mutation(
+        "self-writes-unproven",
+        "--self writes only where the job's token lives",
+        "src/engine/self_rotation.rs",
+        ") -> Result<(), String> {\n    let marked = marker(existing.description.as_deref());",
+        ") -> Result<(), String> {\n    return Ok(());\n    #[allow(unreachable_code)]\n    let marked = marker(existing.description.as_deref());",
+        ROTATION + ["self_rotation::"],
+    ),
+    Mutation(
+        "proxy-for-plain-http",
+        "a plain-http request never goes through a proxy",
+        "src/gitlab/mod.rs",
+        "builder = builder.tls_built_in_root_certs(false).no_proxy();",
+        "builder = builder.tls_built_in_root_certs(false);",
+        ROTATION + ["hygiene::"],
+    ),
+    Mutation(
+        "debug-trace-true-only",
+        "CI_DEBUG_TRACE is read as the runner reads it",
+        "src/app.rs",
+        'matches!(value, "1" | "t" | "T" | "TRUE" | "true" | "True")',
+        'matches!(value, "true")',
+        ROTATION + ["hygiene::"],
+    ),
+    Mutation(
+        "unredacted-panic",
+        "a panic message shows no secret",
+        "src/secret.rs",
+        "            redact(&payload)\n",
+        "            payload\n",
+        ROTATION + ["panic::"],
+    ),
+    Mutation(
+        "unredacted-gitlab-errors",
+        "GitLab's error texts are redacted before they reach any output",
+        "src/gitlab/mod.rs",
+        "truncate(&redact_known(&full_error_text(body), known))",
+        "truncate(&full_error_text(body))",
+        ROTATION + ["hygiene::"],
+    ),
 ]
 
 
