@@ -190,8 +190,8 @@ MUTATIONS = [
         "replay-a-lost-rotate",
         "a lost rotate answer is never replayed: GitLab's state decides",
         "src/engine/mod.rs",
-        "            if now.iter().any(|x| x.id == old.id && !x.revoked) {",
-        "            if true {",
+        "(!now.iter().any(|x| x.id == old_id))",
+        "(now.is_empty())",
         ROTATION + ["recovery::a_lost_rotate", "gitlab_answers::"],
     ),
     Mutation(
