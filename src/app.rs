@@ -127,7 +127,7 @@ pub fn gitlab_url(cli: &Cli, env: &Env, config: Option<&Config>) -> Result<Strin
         "https" => Ok(url),
         "http" if loopback => Ok(url),
         "http" => Err(Stop::usage(format!(
-            "refusing plain http to {url}: the credential would cross the network unencrypted. Use https (plain http is allowed only for 127.0.0.1, ::1 and localhost)."
+            "refusing plain http to {url}: the credential would cross the network unencrypted. Use https (plain http is allowed only for loopback: localhost, 127.0.0.0/8 and ::1)."
         ))),
         other => Err(Stop::usage(format!("GitLab URL {url:?} has scheme {other:?}; use https"))),
     }
