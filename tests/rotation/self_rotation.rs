@@ -485,3 +485,28 @@ async fn a_self_rotate_that_commits_after_the_job_gave_up_is_never_sent_again() 
     assert_eq!(rotates, 1, "sent once");
     assert_eq!(u.active("app-ci").len(), 1, "the late commit's successor is active, its secret lost");
 }
+
+/// A 404 or 405 on the token's endpoint is GitLab refusing this request (a path it does not
+/// route, or a person's token on the resource endpoint, §11), not the credential dying: nothing
+/// changed, the token still works, and the message says so rather than asking for a new token.
+#[tokio::test]
+async fn a_404_or_405_on_the_rotate_endpoint_is_a_refusal_not_a_dead_token() {
+    for status in [404, 405] {
+        let u = universe(3).await;
+        let old = u.active("app-ci");
+        u.sim.inject(Fault::new(
+            Some("POST"),
+            "/api/v4/projects/*/access_tokens/self/rotate",
+            FaultAction::Status { status },
+        ));
+        let run = self_rotate(&u, APP_SECRET, &[]).await;
+        assert_eq!(run.code, 1, "{status}: {}", run.stdout);
+        let error = error_of(&run);
+        assert!(
+            error.contains("GitLab refused to rotate") && error.contains("the token still works"),
+            "{status}: {error}"
+        );
+        assert!(!error.contains("A person must"), "{status}: {error}");
+        assert_eq!(u.active("app-ci"), old, "{status}: nothing rotated");
+    }
+}
