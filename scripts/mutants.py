@@ -234,6 +234,14 @@ MUTATIONS = [
         "truncate(&full_error_text(body))",
         ROTATION + ["hygiene::"],
     ),
+    Mutation(
+        "lock-by-config-id",
+        "two configs (or a config and a --self job) managing one token exclude each other",
+        "src/engine/mod.rs",
+        "lock::acquire(&self.client(), &self.run, &t.id, &identity, &holder, self.options.lock_lease)",
+        "lock::acquire(&self.client(), &self.run, &t.id, &t.id, &holder, self.options.lock_lease)",
+        ROTATION + ["concurrency::two_configs"],
+    ),
 ]
 
 

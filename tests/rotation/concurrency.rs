@@ -191,3 +191,51 @@ async fn a_lock_from_a_ci_job_elsewhere_holds_while_the_job_runs_and_not_after()
     assert!(locks_left(&u).is_empty());
     assert!(u.sim.requests().iter().any(|r| r.path == format!("/api/v4/projects/{project}/jobs/77")));
 }
+
+/// Issue 13, case 4: the lock was keyed by the config's id and sat at the first configured
+/// variable, so two configs managing one token (other ids, variables in another order) did not
+/// exclude each other. The key now comes from the token's identity in GitLab, and its place from
+/// the token (or its variables in a fixed order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_configs_for_the_same_tokens_exclude_each_other() {
+    const ROUNDS: usize = 6;
+    // The same four tokens under other ids, each personal token's variables in the other order.
+    let other = FLEET_CONFIG
+        .replace("id = \"personal\"", "id = \"alice\"")
+        .replace("id = \"project\"", "id = \"app\"")
+        .replace("id = \"group\"", "id = \"reports\"")
+        .replace("id = \"service\"", "id = \"inventory\"")
+        .replace(
+            "[[token.variable]]\nproject = \"sec/app\"\nkey = \"PERSONAL_TOKEN\"\n",
+            "[[token.variable]]\nproject = \"sec/reports\"\nkey = \"PERSONAL_COPY\"\n\n[[token.variable]]\nproject = \"sec/app\"\nkey = \"PERSONAL_TOKEN\"\n",
+        );
+    assert!(other.contains("PERSONAL_COPY"));
+    let mut contended = 0;
+    for round in 0..ROUNDS {
+        let u = Universe::new(fleet(), FLEET_CONFIG).await;
+        let second = u.dir.join("other-team.toml");
+        std::fs::write(&second, &other).unwrap_or_else(|e| panic!("{e}"));
+        let second = second.display().to_string();
+        u.sim.set_latency(Duration::from_millis(3 + round as u64 % 4));
+        let (first_env, second_env) =
+            ([("PATROL_TIMEOUT", "20")], [("PATROL_TIMEOUT", "20"), ("PATROL_CONFIG", &second)]);
+        let (a, b) = tokio::join!(u.patrol_with(&["rotate"], &first_env), u.patrol_with(&["rotate"], &second_env));
+        for run in [&a, &b] {
+            assert!(matches!(run.code, 0 | 1), "round {round}: exit {}\n{}", run.code, tail(&run.stderr));
+        }
+        assert!(u.sim.reuse_detections().is_empty(), "round {round}: reuse detection");
+        let rotates = u.sim.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/rotate")).count();
+        assert_eq!(rotates, 4, "round {round}: one rotate per token across both configs");
+        for name in NAMES {
+            assert_eq!(u.active(name).len(), 1, "round {round}: {name}");
+        }
+        assert_eq!(locks_left(&u), Vec::<String>::new(), "round {round}");
+        contended += [&a, &b]
+            .iter()
+            .flat_map(|r| r.report["tokens"].as_array().cloned().unwrap_or_default())
+            .filter(|t| t["error"].as_str().is_some_and(|e| e.contains("another run is working on token")))
+            .count();
+    }
+    println!("two configs: {ROUNDS} rounds of 2 runs x 4 tokens; a run found a token locked {contended} times");
+    assert!(contended > 0, "the two runs never met at a lock, so this test proved nothing");
+}

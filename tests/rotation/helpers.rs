@@ -65,8 +65,13 @@ impl Universe {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let report = self.dir.join(format!("report-{n}.json"));
         let junit = self.dir.join(format!("junit-{n}.xml"));
+        // `PATROL_CONFIG` in `env` names another config file, as a second team's would.
+        let config = env
+            .iter()
+            .find(|(k, _)| *k == "PATROL_CONFIG")
+            .map_or_else(|| self.dir.join("patrol.toml").display().to_string(), |(_, v)| (*v).to_owned());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol"));
-        cmd.args(["--config", &self.dir.join("patrol.toml").display().to_string()])
+        cmd.args(["--config", &config])
             .args(args)
             .env_clear()
             .env("PATROL_GITLAB_URL", self.sim.api_url())
