@@ -273,8 +273,10 @@ def run(m: Mutation, scratch: str, target_dir: str) -> tuple[str, float, str]:
     started = time.monotonic()
     try:
         env = dict(os.environ, CARGO_TARGET_DIR=target_dir, CARGO_INCREMENTAL="1")
+        # `cargo test` takes one name filter before `--`; several go to the test harness.
+        target, filters = m.tests[:2], m.tests[2:]
         proc = subprocess.run(
-            ["cargo", "test", "--locked", *m.tests],
+            ["cargo", "test", "--locked", *target, "--", *filters],
             cwd=scratch,
             env=env,
             capture_output=True,
@@ -286,8 +288,10 @@ def run(m: Mutation, scratch: str, target_dir: str) -> tuple[str, float, str]:
         if "error[E" in out or "could not compile" in out:
             return ("NOT APPLIED", elapsed, "the mutant does not compile")
         failed = [line.split()[1] for line in out.splitlines() if line.startswith("test ") and line.endswith("FAILED")]
+        if proc.returncode != 0 and not failed:
+            return ("NOT APPLIED", elapsed, "cargo failed without a failing test: " + out.strip()[-300:])
         if proc.returncode != 0:
-            return ("killed", elapsed, ", ".join(failed[:3]) or "a test failed")
+            return ("killed", elapsed, ", ".join(failed[:3]))
         return ("SURVIVED", elapsed, "every test passed")
     finally:
         with open(path, "w", encoding="utf-8") as f:

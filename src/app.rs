@@ -251,7 +251,7 @@ async fn rotate_self(cli: &Cli, args: &RotateArgs, var: &str, mode: Mode, env: &
     options.force = args.force;
     options.write_budget = write_budget(env);
     options.request_deadline = request_deadline(env, None)?;
-    options.lock_lease = lock_lease(env)?;
+    options.lock_lease = lock_lease(env, options.request_deadline)?;
     let target = SelfTarget {
         var: var.to_owned(),
         project,
@@ -294,17 +294,20 @@ fn request_deadline(env: &Env, config: Option<&Config>) -> Result<Duration, Stop
 }
 
 /// How long a lock lasts unless its holder renews it (every third of that):
-/// `PATROL_LOCK_LEASE_SECONDS`, default 180. A run that dies leaves a lock the next run may take
-/// over once this has passed (at once when GitLab shows the holder's CI job finished).
-fn lock_lease(env: &Env) -> Result<Duration, Stop> {
-    match env.get("PATROL_LOCK_LEASE_SECONDS") {
-        None => Ok(crate::engine::lock::LEASE),
+/// `PATROL_LOCK_LEASE_SECONDS`, default 180, and never less than one and a half request
+/// deadlines. A run that dies leaves a lock the next run may take over once it has passed; a
+/// dead holder's last request left at most a third of a lease before its last renewal, so the
+/// lease's end is at least a deadline after it, when GitLab can no longer carry it out (§12).
+fn lock_lease(env: &Env, deadline: Duration) -> Result<Duration, Stop> {
+    let lease = match env.get("PATROL_LOCK_LEASE_SECONDS") {
+        None => crate::engine::lock::LEASE,
         Some(s) => s.parse::<u64>().ok().filter(|n| *n >= 1).map(Duration::from_secs).ok_or_else(|| {
             Stop::usage(format!(
                 "PATROL_LOCK_LEASE_SECONDS={s:?} is not a whole number of seconds, at least 1 (how long a lock lasts unless renewed; default 180)"
             ))
-        }),
-    }
+        })?,
+    };
+    Ok(lease.max(deadline * 3 / 2))
 }
 
 struct RunEnd {
@@ -335,7 +338,7 @@ async fn engine_run(
     options.force = force;
     options.write_budget = write_budget(env);
     options.request_deadline = request_deadline(env, Some(&config))?;
-    options.lock_lease = lock_lease(env)?;
+    options.lock_lease = lock_lease(env, options.request_deadline)?;
     // Tokens waiting on a shared lookup hold no request slot: let more tokens be in flight than
     // requests, so the --concurrency request slots stay busy.
     options.concurrency = usize::from(*concurrency) * 4;

@@ -4,9 +4,11 @@
 //! names a token the first already replaced, and GitLab's reuse detection revokes the whole family
 //! (gitlab-api.md §1.5). GitLab CI's `resource_group` serializes the jobs of one project only, and
 //! patrol may also run from a laptop or another project. So before it changes a token, patrol
-//! creates a CI/CD variable `PATROL_LOCK_<ID>` beside the token's first variable. Creating a key
-//! that exists is refused with 400 "has already been taken" (§3.1, a uniqueness rule of the
-//! model), so of two runs exactly one gets it. The holder deletes it when done with the token.
+//! creates a CI/CD variable `PATROL_LOCK_<user>_<NAME>_<hash>`, keyed by the token's identity in
+//! GitLab ([`identity`]), in a place that follows from the token (the engine's `lock_place`).
+//! Creating a key that exists is refused with 400 "has already been taken" (§3.1, a uniqueness
+//! rule of the model), so of two runs exactly one gets it. The holder deletes it when done with
+//! the token, unless a request it sent may still be carried out ([`keep_until`]).
 //!
 //! The value is not a secret: `patrol run=<id> host=<host> pid=<pid> until=<RFC 3339>` (and
 //! `job=<project>/<job>` in GitLab CI). Host and pid are there for the person reading it, never
@@ -14,10 +16,12 @@
 //! PID namespace, so "no such process on this host" says nothing about another run (issue 13).
 //!
 //! The rules:
-//! - **Stale** means only: the lease (`until`) has run out (a lock without one has none), or the
-//!   lock names a GitLab CI job that GitLab says has finished (`GET /projects/:id/jobs/:job_id`:
-//!   success, failed, canceled, skipped), wherever that job ran. Any doubt keeps the lock. A
-//!   value patrol cannot parse is never stale.
+//! - **Stale** means only: the lease (`until`) has run out. A value patrol cannot parse, or
+//!   without a readable `until`, is never stale. A finished CI job does not make its lock stale:
+//!   a job killed while its rotate was in flight leaves a request GitLab may still carry out
+//!   until its request deadline (§12), and the lease (at least one and a half deadlines, renewed
+//!   every third of it) is what covers that: a dead holder's lease ends no earlier than two
+//!   thirds of a lease after its last request left.
 //! - **Renewal.** The lease is short ([`LEASE`]), and the holder renews it while it works: every
 //!   third of the lease a task reads the variable and, if its `run=` is still this run's, rewrites
 //!   the value with a new `until` (a `PUT`, which never creates a variable). If the variable is
@@ -98,6 +102,8 @@ pub struct Held {
     pub key: String,
     /// This run's id, as the lock's `run=` names it.
     run: String,
+    /// This run, as [`keep_until`] writes it.
+    me: RunId,
     lost: Arc<AtomicBool>,
     /// The client the renewal acts as; see [`Held::renew_as`].
     client: Arc<Mutex<Client>>,
@@ -204,21 +210,8 @@ pub fn parse(value: &str) -> Option<Owner> {
 /// Who holds it, and whether a process of that number exists here, does not matter: host names
 /// collide between containers and PID namespaces differ (issue 13). `_me` is kept for callers.
 pub fn stale(owner: &Owner, _me: &RunId, now: DateTime<Utc>) -> bool {
-    owner.until.is_none_or(|u| u <= now)
-}
-
-/// Whether the lock names a GitLab CI job that GitLab says has finished: that job's container is
-/// gone, so its lock is stale before its lease ends. Only GitLab's word counts, wherever the job
-/// ran; any doubt (no job, no access, no answer) keeps the lock.
-async fn job_over(client: &Client, owner: &Owner) -> bool {
-    let Some((project, job)) = &owner.job else { return false };
-    match client.job_status(project, *job).await {
-        Ok(status) => matches!(status.as_str(), "success" | "failed" | "canceled" | "skipped"),
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the lock holder's job; keeping the lock");
-            false
-        }
-    }
+    // A lease end patrol cannot read is never over: the message says which variable to delete.
+    owner.until.is_some_and(|u| u <= now)
 }
 
 /// Why a token was left alone because another run holds its lock, for the report.
@@ -268,7 +261,7 @@ pub async fn acquire(
         let owner = seen.as_deref().and_then(parse);
         match (&owner, &seen) {
             (Some(o), _) if o.run == me.id => return Ok(Ok(hold(client, me, holder, &key, lease))),
-            (Some(o), Some(seen)) if stale(o, me, Utc::now()) || job_over(client, o).await => {
+            (Some(o), Some(seen)) if stale(o, me, Utc::now()) => {
                 if delete_if(client, holder, &key, |now| now == seen).await? {
                     tracing::warn!(token = token_id, lock = %key, holder_run = %o.run, "took over a stale lock");
                 } else {
@@ -304,6 +297,7 @@ fn hold(client: &Client, me: &RunId, holder: &Holder, key: &str, lease: Duration
         holder: holder.clone(),
         key: key.to_owned(),
         run: me.id.clone(),
+        me: RunId { job: None, ..me.clone() },
         lost,
         client: acting,
         stop: Mutex::new(Some(stop)),
@@ -400,6 +394,21 @@ async fn delete_if(
 /// Stops renewing the lock and deletes it if it is still this run's; one already gone is fine.
 /// One that names another run (taken over after this run's lease ran out) is left alone, with a
 /// warning, and [`Held::lost`] turns true. Calling it twice is fine.
+/// Leaves the lock in place until `until` instead of removing it, and stops renewing it: a
+/// request this run sent may still be carried out by GitLab until then (§12), and no other run
+/// may act on the token before. The value keeps naming this run, without its CI job.
+pub async fn keep_until(client: &Client, held: &Held, until: DateTime<Utc>) -> Result<(), GitlabError> {
+    held.stop_renewing().await;
+    let current = client.variable(&held.holder, &held.key, "*").await?;
+    let ours = current.and_then(|v| v.value).is_some_and(|v| parse(v.expose()).is_some_and(|o| o.run == held.run));
+    if ours {
+        client.set_plain_variable(&held.holder, &held.key, &value(&held.me, until)).await?;
+    } else {
+        held.lost.store(true, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
 pub async fn release(client: &Client, held: &Held) -> Result<(), GitlabError> {
     held.stop_renewing().await;
     let mine = |v: &str| parse(v).is_some_and(|o| o.run == held.run);
@@ -503,6 +512,6 @@ mod tests {
         assert!(stale(&owner, &me(), until), "lease over");
         assert!(stale(&owner, &me(), until + chrono::Duration::minutes(1)));
         let unreadable = Owner { until: None, ..owner };
-        assert!(stale(&unreadable, &me(), now), "a lock without a lease end has no lease left");
+        assert!(!stale(&unreadable, &me(), now), "a lease end patrol cannot read is never over");
     }
 }

@@ -95,6 +95,9 @@ pub struct Engine {
     /// The lock on patrol's own credential while it is worked on: its renewal must switch to the
     /// new secret with the client.
     own_lock: Mutex<Option<lock::Held>>,
+    /// Tokens (by config id) with a rotate or create whose outcome is unknown, and until when
+    /// GitLab may still carry it out: their locks are kept until then, not removed.
+    in_flight: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 type Cell<V> = Arc<tokio::sync::OnceCell<Result<V, String>>>;
@@ -271,6 +274,7 @@ impl Engine {
             cache: Cache::default(),
             run: lock::RunId::new(),
             own_lock: Mutex::new(None),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -478,9 +482,25 @@ impl Engine {
             Err(e) => Err(e),
         };
         let held = held.or_else(|| self.own_lock.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&t.id);
+        let mut result = result;
         if let Some(held) = held {
-            if let Err(e) = lock::release(&self.client(), &held).await {
-                tracing::warn!(token = %t.id, lock = %held.key, error = %e, "could not remove the lock; it expires by itself");
+            let kept = match in_flight.filter(|until| *until > Utc::now()) {
+                // A rotate or create may still be carried out: no other run may act before then.
+                Some(until) => {
+                    if let Err(Failure(message)) = &mut result {
+                        message.push_str(&format!(
+                            " A request whose outcome is unknown may still be carried out by GitLab until {}; patrol's lock {} stays until then, so that no run sends another.",
+                            until.format("%H:%M:%S UTC"),
+                            held.key
+                        ));
+                    }
+                    lock::keep_until(&self.client(), &held, until).await
+                }
+                None => lock::release(&self.client(), &held).await,
+            };
+            if let Err(e) = kept {
+                tracing::warn!(token = %t.id, lock = %held.key, error = %e, "could not remove or keep the lock; it expires by itself");
             }
         }
         result
@@ -660,6 +680,18 @@ impl Engine {
     /// as GitLab lists them) belongs to another identity.
     async fn observe_variable(&self, v: &VariableTarget, family: &HashSet<u64>) -> Result<VariableState, GitlabError> {
         let existing = self.client().variable(&v.holder, &v.key, &v.environment_scope).await?;
+        if let Some(found) = existing.as_ref().filter(|x| x.environment_scope != v.environment_scope) {
+            // A GitLab without `filter` for group variables (before 16.9, §3.2) answers another
+            // scope's variable: reading it as this one would lead to writing it.
+            return Err(GitlabError::Unexpected {
+                method: "GET".into(),
+                path: format!("{} {}", v.holder.path(), v.key),
+                detail: format!(
+                    "asked for {} in environment scope {:?}, GitLab answered the one in scope {:?}; this GitLab cannot address a variable by scope, so give {} environment_scope = {:?} in the config",
+                    v.key, v.environment_scope, found.environment_scope, v.key, found.environment_scope
+                ),
+            });
+        }
         let foreign = |id: u64, name: Option<String>| Holds::Foreign { id, name };
         let holds = match &existing {
             None => Holds::Missing,
@@ -674,8 +706,10 @@ impl Engine {
                 },
                 None => {
                     let description = var.description.as_deref();
+                    // A marker is patrol's own writing, no proof of another identity: one naming a
+                    // token this entry's family no longer lists (GitLab drops revoked resource
+                    // tokens after 30 days, §2) is simply stale.
                     match (marker(description), pending_marker(description)) {
-                        (Some(id), _) | (None, Some(id)) if !family.contains(&id) => foreign(id, None),
                         (Some(id), _) => Holds::Token(id),
                         (None, Some(id)) => Holds::Pending(id),
                         (None, None) => Holds::Unknown,
@@ -908,11 +942,15 @@ impl Engine {
     ) -> Result<(IssuedToken, Vec<String>), Failure> {
         let mut notes = Vec::new();
         for _ in 0..4 {
-            let sent = tokio::time::Instant::now();
             let error = match self.client().rotate(home, old.id, expires_at).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
             };
+            // Measured when the failed call returned, not when it started: the client may have
+            // waited for a request slot, for pacing or after a 429 before the attempt that was
+            // lost left, and GitLab's deadline runs from that attempt (§12). The return is never
+            // earlier, so the deadline is never cut short.
+            let sent = tokio::time::Instant::now();
             if let Some(limit) = error.expiry_limit().filter(|l| *l < expires_at) {
                 notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
                 expires_at = limit;
@@ -922,9 +960,10 @@ impl Engine {
                 return Err(Failure(format!("GitLab refused to rotate token {}: {error}. {}", old.id, advice(&error))));
             }
             tracing::warn!(token_id = old.id, %error, "rotate answer lost; reading GitLab's state");
+            self.in_flight(t, sent);
             let old_id = old.id;
             let settled = self
-                .await_outcome(home, &t.name, sent, |now| {
+                .await_outcome(t, home, sent, |now| {
                     // Still listed unrevoked: not rotated (yet). Gone from the unrevoked list:
                     // rotated, and its successor is the newest active token with the name.
                     (!now.iter().any(|x| x.id == old_id))
@@ -956,6 +995,16 @@ impl Engine {
         Err(Failure(format!("rotating token {} did not succeed after 4 attempts; run again later", old.id)))
     }
 
+    /// Records that a request for `t` sent (at the latest) at `sent` may still be carried out
+    /// until GitLab's request deadline has passed: the token's lock stays until then.
+    fn in_flight(&self, t: &ManagedToken, sent: tokio::time::Instant) {
+        let left = self.options.request_deadline.saturating_sub(sent.elapsed());
+        let until = Utc::now() + Days::from_std(left).unwrap_or_else(|_| Days::hours(1));
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(t.id.clone()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
     /// After a rotate or create whose answer was lost: lists the tokens with the name until
     /// `settled` finds that GitLab carried the request out (`Some`), or until a listing taken
     /// once the request deadline had passed since `sent` still finds it did not (`None`: GitLab
@@ -963,19 +1012,23 @@ impl Engine {
     /// until that deadline (§12), so a listing taken earlier proves nothing.
     async fn await_outcome<T>(
         &self,
+        t: &ManagedToken,
         home: &TokenHome,
-        name: &str,
         sent: tokio::time::Instant,
         settled: impl Fn(&[ApiToken]) -> Option<T>,
     ) -> Result<Option<T>, Failure> {
         let deadline = sent + self.options.request_deadline;
         loop {
             let past = tokio::time::Instant::now() >= deadline;
-            let now = self.list_named(home, name).await?;
+            let now = self.list_named(home, &t.name).await?;
+            // Either way the lost request can no longer be carried out a second time: it was,
+            // or GitLab's deadline for it has passed. (A listing that fails leaves it in flight.)
             if let Some(done) = settled(&now) {
+                self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&t.id);
                 return Ok(Some(done));
             }
             if past {
+                self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&t.id);
                 return Ok(None);
             }
             let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(5));
@@ -997,11 +1050,15 @@ impl Engine {
         let mut expires_at = expires_at;
         let mut notes = vec!["created a new token".to_owned()];
         for _ in 0..3 {
-            let sent = tokio::time::Instant::now();
             let error = match self.client().create_token(home, &t.name, scopes, expires_at, description).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
             };
+            // Measured when the failed call returned, not when it started: the client may have
+            // waited for a request slot, for pacing or after a 429 before the attempt that was
+            // lost left, and GitLab's deadline runs from that attempt (§12). The return is never
+            // earlier, so the deadline is never cut short.
+            let sent = tokio::time::Instant::now();
             // A user's or service account's token answers 422, a project's or group's 400 (§11).
             if let Some(limit) = error.expiry_limit().filter(|l| *l < expires_at) {
                 notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
@@ -1016,8 +1073,9 @@ impl Engine {
                 )));
             }
             tracing::warn!(%error, "create answer lost; reading GitLab's state");
+            self.in_flight(t, sent);
             let created = self
-                .await_outcome(home, &t.name, sent, |now| {
+                .await_outcome(t, home, sent, |now| {
                     now.iter().filter(|x| x.active && x.id > before).max_by_key(|x| x.id).cloned()
                 })
                 .await?;
@@ -1308,14 +1366,17 @@ struct Wanted {
 }
 
 /// Where a token's lock lives, whatever the order of its variables: a project or group token's
-/// own project or group (the role that rotates it may write variables there); otherwise the
-/// first of its variables' places, in a fixed order.
+/// own project or group, a service account's group (the role that rotates the token may write
+/// variables there); a personal token's lock, in the first of its variables' places in a fixed
+/// order. Two configs that keep one personal token in different places take their locks in
+/// different places: the residual RELIABILITY.md names.
 fn lock_place(t: &ManagedToken) -> Option<crate::config::Holder> {
     use crate::config::Holder;
     match &t.owner {
         Owner::Project(p) => Some(Holder::Project(p.clone())),
-        Owner::Group(g) => Some(Holder::Group(g.clone())),
-        _ => t
+        // A service account's group: its Owner manages the account's tokens and may write there.
+        Owner::Group(g) | Owner::ServiceAccount { group: g, .. } => Some(Holder::Group(g.clone())),
+        Owner::User(_) => t
             .variables
             .iter()
             .map(|v| v.holder.clone())

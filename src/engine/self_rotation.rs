@@ -115,8 +115,8 @@ async fn work(
             target.var
         ));
     }
-    let resource = match client.current_user().await {
-        Ok(user) => SelfResource::of_username(&user.username),
+    let (resource, account_group) = match client.current_user().await {
+        Ok(user) => (SelfResource::of_username(&user.username), service_account_group(&user.username)),
         Err(e) => {
             return Err(format!("cannot read the token's user (GET /user): {e}. Nothing was changed; run again."))
         }
@@ -179,10 +179,11 @@ async fn work(
     // keyed and placed as a fleet run's is (the token's identity; a project or group token's own
     // resource), so a config that also manages this token meets it.
     let lock_id = me.user_id.map_or_else(|| format!("self {}", target.var), |u| super::lock::identity(u, &me.name));
-    let place = match resource {
-        SelfResource::Project(id) => Holder::Project(id.to_string()),
-        SelfResource::Group(id) => Holder::Group(id.to_string()),
-        SelfResource::User => holder.clone(),
+    let place = match (&resource, account_group) {
+        (SelfResource::Project(id), _) => Holder::Project(id.to_string()),
+        (SelfResource::Group(id), _) => Holder::Group(id.to_string()),
+        (SelfResource::User, Some(id)) => Holder::Group(id.to_string()),
+        (SelfResource::User, None) => holder.clone(),
     };
     let held = match super::lock::acquire(
         client,
@@ -216,10 +217,16 @@ async fn work(
         variable: &variable,
         existing: &existing,
         label: &label,
+        in_flight: std::sync::Mutex::new(None),
     };
     let result = locked(&run, &mut acting, &held, report).await;
-    if let Err(e) = super::lock::release(&acting, &held).await {
-        tracing::warn!(lock = %held.key, error = %e, "could not remove the lock; it expires by itself");
+    let in_flight = run.in_flight.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let kept = match in_flight {
+        Some(until) => super::lock::keep_until(&acting, &held, until).await,
+        None => super::lock::release(&acting, &held).await,
+    };
+    if let Err(e) = kept {
+        tracing::warn!(lock = %held.key, error = %e, "could not remove or keep the lock; it expires by itself");
     }
     let fresh = result?;
     report.outcome = Outcome::Rotated;
@@ -327,6 +334,12 @@ async fn scopes_of(client: &Client, target: &SelfTarget) -> Result<Vec<String>, 
     Ok(scopes)
 }
 
+/// The group of a group service account named as GitLab names them by default
+/// (`service_account_group_<group id>_<suffix>`, §1.8): where a fleet run keeps its lock too.
+fn service_account_group(username: &str) -> Option<u64> {
+    username.strip_prefix("service_account_group_")?.split('_').next()?.parse().ok()
+}
+
 /// What a self-rotation knows once it has looked: who the job's token is, where it lives and
 /// the variable it is stored in.
 struct SelfRun<'a> {
@@ -338,6 +351,8 @@ struct SelfRun<'a> {
     variable: &'a VariableTarget,
     existing: &'a ApiVariable,
     label: &'a str,
+    /// Until when a self-rotate whose outcome is unknown may still be carried out.
+    in_flight: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 /// Under the lock: checks the token is still this job's, rotates, stores and verifies. Returns
@@ -348,7 +363,7 @@ async fn locked(
     held: &super::lock::Held,
     report: &mut TokenReport,
 ) -> Result<Client, String> {
-    let SelfRun { client, me, resource, target, options, variable, existing, label } = *run;
+    let SelfRun { client, me, target, options, variable, existing, label, .. } = *run;
     // Another run may have rotated it between this job's first look and the lock. Asking with
     // the old secret on a non-rotation endpoint is safe: a revoked token just gets 401 (§1.5).
     match client.token_self(client.credential()).await {
@@ -362,7 +377,7 @@ async fn locked(
     }
     let today = options.today;
     let expires_at = today + Days::days(target.expires_in_days);
-    let issued = obtain(client, me, resource, target, expires_at, report, options.request_deadline).await?;
+    let issued = obtain(run, expires_at, report).await?;
     report.after = Some(After { token_id: issued.token.id, expires_at: issued.token.expires_at });
     tracing::info!(new_token = issued.token.id, expires_at = ?issued.token.expires_at, "new secret issued");
 
@@ -415,20 +430,19 @@ async fn locked(
 
 /// Rotates once; on a lost answer, asks GitLab (as the old token) whether the rotation happened.
 async fn obtain(
-    client: &Client,
-    me: &ApiToken,
-    resource: &SelfResource,
-    target: &SelfTarget,
+    run: &SelfRun<'_>,
     mut expires_at: chrono::NaiveDate,
     report: &mut TokenReport,
-    deadline: Duration,
 ) -> Result<IssuedToken, String> {
+    let SelfRun { client, me, resource, target, options, .. } = *run;
+    let deadline = options.request_deadline;
     for _ in 0..4 {
-        let sent = tokio::time::Instant::now();
         let error = match client.rotate_self(resource, expires_at).await {
             Ok(issued) => return Ok(issued),
             Err(e) => e,
         };
+        // When the failed call returned: the lost attempt left no later (see `obtain_by_rotation`).
+        let sent = tokio::time::Instant::now();
         if let Some(limit) = error.expiry_limit().filter(|l| *l < expires_at) {
             report.reason.push_str(&format!("; GitLab allows expiry up to {limit}, so the new token expires then"));
             expires_at = limit;
@@ -458,8 +472,12 @@ async fn obtain(
                 ))
             }
             None => {
+                // GitLab may still carry it out: the lock stays until it no longer can.
+                let left = chrono::Duration::from_std(deadline.saturating_sub(sent.elapsed()))
+                    .unwrap_or_else(|_| chrono::Duration::hours(1));
+                *run.in_flight.lock().unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now() + left);
                 return Err(format!(
-                    "rotating token {} got no answer ({error}), and GitLab cannot be asked whether it happened. Do not re-run blindly: run `patrol rotate --self {} --dry-run`. If it says the token is rejected, a person must {}",
+                    "rotating token {} got no answer ({error}), and GitLab cannot be asked whether it happened. patrol's lock stays until GitLab can no longer carry it out. Do not re-run blindly: run `patrol rotate --self {} --dry-run`. If it says the token is rejected, a person must {}",
                     me.id,
                     target.var,
                     replace_by_hand(target, Some(me))

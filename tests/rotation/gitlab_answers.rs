@@ -156,3 +156,73 @@ async fn a_rotate_that_never_happened_is_sent_again_after_the_deadline() {
     assert_ne!(now, old);
     assert!(u.sim.reuse_detections().is_empty());
 }
+
+const SA_ROTATE: &str = "/api/v4/groups/*/service_accounts/*/personal_access_tokens/*/rotate";
+
+/// Found in review: the deadline was measured from before the client waited out a 429, so the
+/// attempt that was lost left 2 s after the clock started, and the rotate was sent again while
+/// that attempt could still commit.
+#[tokio::test]
+async fn the_deadline_runs_from_the_attempt_that_was_lost_not_from_before_a_429() {
+    let u = Universe::new(Seed { revoked_rotate_revokes_family: true, ..fleet() }, FLEET_CONFIG).await;
+    let fault = |action| patrol::simulator::Fault::new(Some("POST"), SA_ROTATE, action);
+    u.sim.inject(fault(FaultAction::RateLimited { retry_after_secs: 2 }).times(1));
+    u.sim.inject(fault(FaultAction::CommitsLate { after_millis: 3500 }).skip(1).times(1));
+    let env = [("PATROL_TIMEOUT", "0.5"), ("PATROL_REQUEST_DEADLINE_SECONDS", "4")];
+    let run = u.patrol_with(&["rotate", "--only", "service"], &env).await;
+    u.sim.wait_late_commits(1).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert!(u.sim.reuse_detections().is_empty(), "the lost rotate was sent again inside its deadline");
+    assert_eq!(u.variable_holds("SA_TOKEN", "*"), u.active("inventory").first().copied());
+}
+
+/// Found in review: a run that could not learn what became of its lost rotate gave up and
+/// removed its lock, and the next run rotated the old token again while the first rotate could
+/// still commit. The lock now stays until GitLab's deadline for that rotate has passed.
+#[tokio::test]
+async fn a_run_that_cannot_learn_the_outcome_keeps_its_lock_until_the_deadline() {
+    let u = Universe::new(Seed { revoked_rotate_revokes_family: true, ..fleet() }, FLEET_CONFIG).await;
+    u.sim.inject(
+        patrol::simulator::Fault::new(Some("POST"), SA_ROTATE, FaultAction::CommitsLate { after_millis: 2500 })
+            .times(1),
+    );
+    // Every listing after the rotate fails: the first run cannot learn what happened.
+    u.sim.inject(
+        patrol::simulator::Fault::new(
+            Some("GET"),
+            "/api/v4/groups/*/service_accounts/*/personal_access_tokens",
+            FaultAction::Status { status: 500 },
+        )
+        .skip(2),
+    );
+    let env = [("PATROL_TIMEOUT", "0.5"), ("PATROL_REQUEST_DEADLINE_SECONDS", "4"), ("PATROL_RETRY_SECONDS", "1")];
+    let first = u.patrol_with(&["rotate", "--only", "service"], &env).await;
+    assert_eq!(first.code, 1, "{}", first.stdout);
+    let error = first.report["tokens"][0]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("may still be carried out by GitLab until"), "{error}");
+    u.sim.clear_faults();
+    let second = u.patrol_with(&["rotate", "--only", "service"], &env).await;
+    assert_eq!(second.code, 1, "left alone while the first rotate may commit: {}", second.stdout);
+    assert!(
+        second.report["tokens"][0]["error"].as_str().unwrap_or_default().contains("another run is working on token"),
+        "{}",
+        second.report
+    );
+    u.sim.wait_late_commits(1).await;
+    assert!(u.sim.reuse_detections().is_empty());
+    // Once the lock's lease has run out, a run recovers through the successor GitLab issued.
+    let mut settled = None;
+    for _ in 0..60 {
+        let run = u.patrol_with(&["rotate", "--only", "service"], &env).await;
+        if run.code == 0 {
+            settled = Some(run);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let settled = settled.unwrap_or_else(|| panic!("no run converged once the lock ran out"));
+    assert!(u.sim.reuse_detections().is_empty());
+    let now = u.active("inventory");
+    assert_eq!(now.len(), 1);
+    assert_eq!(u.variable_holds("SA_TOKEN", "*"), Some(now[0]), "{}", settled.stdout);
+}
