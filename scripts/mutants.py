@@ -242,6 +242,22 @@ MUTATIONS = [
         "lock::acquire(&self.client(), &self.run, &t.id, &t.id, &holder, self.options.lock_lease)",
         ROTATION + ["concurrency::two_configs"],
     ),
+    Mutation(
+        "send-under-a-lost-lock",
+        "nothing more is sent for a token whose lock was lost",
+        "src/engine/mod.rs",
+        "Some(held) if held.lost() => Err(Failure(format!(",
+        "Some(held) if held.lost() && false => Err(Failure(format!(",
+        ROTATION + ["locks::a_run_that_lost_its_lock"],
+    ),
+    Mutation(
+        "release-with-a-request-in-flight",
+        "a run that cannot learn its lost rotate's outcome keeps its lock until GitLab's deadline",
+        "src/engine/mod.rs",
+        "let kept = match in_flight.filter(|until| *until > Utc::now()) {",
+        "let kept = match in_flight.filter(|_| false) {",
+        ROTATION + ["gitlab_answers::a_run_that_cannot_learn"],
+    ),
 ]
 
 

@@ -134,7 +134,12 @@ impl Held {
     /// Renews as `client` from now on: after a self-rotation the credential the lock was taken
     /// with is revoked.
     pub fn renew_as(&self, client: Client) {
-        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+        self.renewer().renew_as(client);
+    }
+
+    /// A handle that switches the renewal's credential, for whoever rotates the credential.
+    pub fn renewer(&self) -> Renewer {
+        Renewer { client: Arc::clone(&self.client), lost: Arc::clone(&self.lost) }
     }
 
     /// Stops the renewal, waiting for one in flight so that no renewal lands after this returns.
@@ -144,6 +149,31 @@ impl Held {
         if let Some(task) = task {
             let _ = task.await;
         }
+    }
+}
+
+/// A view of a held lock for the code that works under it ([`Held::renewer`]): whether the lock
+/// was lost, and a switch for the renewal's credential.
+#[derive(Clone)]
+pub struct Renewer {
+    client: Arc<Mutex<Client>>,
+    lost: Arc<AtomicBool>,
+}
+
+impl Renewer {
+    pub fn renew_as(&self, client: Client) {
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+    }
+
+    /// See [`Held::lost`].
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for Renewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Renewer")
     }
 }
 

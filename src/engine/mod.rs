@@ -92,9 +92,9 @@ pub struct Engine {
     cache: Cache,
     /// This run, as its locks name it.
     run: lock::RunId,
-    /// The lock on patrol's own credential while it is worked on: its renewal must switch to the
-    /// new secret with the client.
-    own_lock: Mutex<Option<lock::Held>>,
+    /// The locks held, by config id: a rotate or create is sent only while its token's lock is
+    /// still this run's, and when patrol's own credential changes, the renewals switch with it.
+    locks: Mutex<HashMap<String, lock::Renewer>>,
     /// Tokens (by config id) with a rotate or create whose outcome is unknown, and until when
     /// GitLab may still carry it out: their locks are kept until then, not removed.
     in_flight: Mutex<HashMap<String, DateTime<Utc>>>,
@@ -262,8 +262,8 @@ impl Engine {
             *client = client.with_credential(secret);
             client.clone()
         };
-        if let Some(held) = self.own_lock.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            held.renew_as(fresh);
+        for held in self.locks.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            held.renew_as(fresh.clone());
         }
     }
 
@@ -273,7 +273,7 @@ impl Engine {
             options,
             cache: Cache::default(),
             run: lock::RunId::new(),
-            own_lock: Mutex::new(None),
+            locks: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -464,13 +464,7 @@ impl Engine {
                 )))
                 }
             };
-        let own = first.observed.current.as_ref().is_some_and(|c| Some(c.id) == self.options.credential_token);
-        let held = if own {
-            *self.own_lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
-            None
-        } else {
-            Some(held)
-        };
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).insert(t.id.clone(), held.renewer());
         // Another run that acted on this token changed its list (rotate, create and revoke all
         // do); an unchanged list means what was observed still stands.
         let result = match self.list_family(&first.home, &t.name).await {
@@ -481,7 +475,8 @@ impl Engine {
             },
             Err(e) => Err(e),
         };
-        let held = held.or_else(|| self.own_lock.lock().unwrap_or_else(|e| e.into_inner()).take());
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&t.id);
+        let held = Some(held);
         let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&t.id);
         let mut result = result;
         if let Some(held) = held {
@@ -942,6 +937,7 @@ impl Engine {
     ) -> Result<(IssuedToken, Vec<String>), Failure> {
         let mut notes = Vec::new();
         for _ in 0..4 {
+            self.still_locked(t)?;
             let error = match self.client().rotate(home, old.id, expires_at).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
@@ -993,6 +989,18 @@ impl Engine {
             }
         }
         Err(Failure(format!("rotating token {} did not succeed after 4 attempts; run again later", old.id)))
+    }
+
+    /// Refuses to send a rotate or create for `t` once its lock is no longer this run's (it could
+    /// not be renewed for a whole lease, and another run may have taken it over).
+    fn still_locked(&self, t: &ManagedToken) -> Result<(), Failure> {
+        match self.locks.lock().unwrap_or_else(|e| e.into_inner()).get(&t.id) {
+            Some(held) if held.lost() => Err(Failure(format!(
+                "patrol's lock on token {:?} was lost (it could not be renewed for a whole lease, and another run may hold it now), so this run sent nothing more for it; the next run finishes it",
+                t.id
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Records that a request for `t` sent (at the latest) at `sent` may still be carried out
@@ -1050,6 +1058,7 @@ impl Engine {
         let mut expires_at = expires_at;
         let mut notes = vec!["created a new token".to_owned()];
         for _ in 0..3 {
+            self.still_locked(t)?;
             let error = match self.client().create_token(home, &t.name, scopes, expires_at, description).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,

@@ -218,6 +218,7 @@ async fn work(
         existing: &existing,
         label: &label,
         in_flight: std::sync::Mutex::new(None),
+        lock: held.renewer(),
     };
     let result = locked(&run, &mut acting, &held, report).await;
     let in_flight = run.in_flight.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -353,6 +354,8 @@ struct SelfRun<'a> {
     label: &'a str,
     /// Until when a self-rotate whose outcome is unknown may still be carried out.
     in_flight: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// The lock held: nothing is sent once it is lost.
+    lock: super::lock::Renewer,
 }
 
 /// Under the lock: checks the token is still this job's, rotates, stores and verifies. Returns
@@ -437,6 +440,12 @@ async fn obtain(
     let SelfRun { client, me, resource, target, options, .. } = *run;
     let deadline = options.request_deadline;
     for _ in 0..4 {
+        if run.lock.lost() {
+            return Err(format!(
+                "patrol's lock on token {} was lost (it could not be renewed for a whole lease, and another run may hold it now), so this job sent nothing more",
+                me.id
+            ));
+        }
         let error = match client.rotate_self(resource, expires_at).await {
             Ok(issued) => return Ok(issued),
             Err(e) => e,

@@ -193,3 +193,45 @@ async fn a_takeover_deletes_only_the_lock_it_judged_stale() {
     assert_eq!(lock_value(&u, "project"), Some(theirs), "the other run's lock is still there");
     assert!(!u.sim.requests()[from..].iter().any(|r| r.method == "DELETE"), "no DELETE of a lock that changed");
 }
+
+/// Found in review: a run whose lock was lost (not renewed for a whole lease, then taken over)
+/// went on to send its rotate again. Now nothing more is sent for a token whose lock is lost.
+#[tokio::test]
+async fn a_run_that_lost_its_lock_sends_no_further_rotate() {
+    use patrol::simulator::{Fault, FaultAction};
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    // The project token's rotate hangs and never happens; patrol waits for GitLab's deadline
+    // before it may send it again, renewing its lock every second.
+    u.sim.inject(Fault::new(Some("POST"), "/api/v4/projects/*/access_tokens/*/rotate", FaultAction::Hang).times(1));
+    let env = [("PATROL_TIMEOUT", "0.5"), ("PATROL_REQUEST_DEADLINE_SECONDS", "2"), ("PATROL_LOCK_LEASE_SECONDS", "3")];
+    let run = tokio::spawn({
+        let (cmd, files) = u.command(&["rotate", "--only", "project"], &env).unwrap_or_else(|e| panic!("{e}"));
+        async move { (tokio::task::spawn_blocking(move || { cmd }.output()).await, files) }
+    });
+    let sent = eventually(std::time::Duration::from_secs(10), || {
+        u.sim.requests().iter().any(|r| r.method == "POST" && r.path.ends_with("/rotate"))
+    })
+    .await;
+    assert!(sent, "the rotate was never sent");
+    // Meanwhile another run takes the lock over.
+    let key =
+        u.sim.with_world(|w| w.variables.iter().find(|v| v.key.starts_with("PATROL_LOCK_")).map(|v| v.key.clone()));
+    let key = key.unwrap_or_else(|| panic!("no lock held"));
+    let other = lock::RunId { id: "fedcba9876543210".into(), host: "runner-2".into(), pid: 8, job: None };
+    let theirs = lock::value(&other, chrono::Utc::now() + chrono::Duration::minutes(3));
+    u.sim.with_world(|w| {
+        if let Some(v) = w.variables.iter_mut().find(|v| v.key == key) {
+            v.value = theirs.clone();
+        }
+    });
+    let (output, files) = run.await.unwrap_or_else(|e| panic!("{e}"));
+    let output = output.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    let run = u.finish(output, &files);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let error = run.report["tokens"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("lock on token \"project\" was lost"), "{error}");
+    let rotates = u.sim.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/rotate")).count();
+    assert_eq!(rotates, 1, "nothing sent after the lock was lost");
+    let still = u.sim.with_world(|w| w.variables.iter().find(|v| v.key == key).map(|v| v.value.clone()));
+    assert_eq!(still, Some(theirs), "the other run's lock is left alone");
+}

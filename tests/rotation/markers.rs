@@ -78,3 +78,19 @@ async fn a_credential_without_the_api_scope_plans_but_never_starts_a_rotation() 
     );
     assert!(u.writes_since(before).is_empty(), "nothing written: {:?}", u.writes_since(before));
 }
+
+/// Before rotating, a hidden variable patrol never wrote gets a pending marker, never patrol's
+/// marker for the current token: its content is unknown, and if the rotation is refused the
+/// variable must not read as holding that token.
+#[tokio::test]
+async fn a_rotation_refused_before_it_starts_leaves_no_marker_claiming_the_current_token() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    let current = u.active("app-ci");
+    assert_eq!(current.len(), 1);
+    u.sim.inject(Fault::new(Some("POST"), ROTATE, FaultAction::Status { status: 403 }));
+    let run = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let description = u.variable("PROJECT_TOKEN", "*").and_then(|v| v.description).unwrap_or_default();
+    assert!(!description.contains("[patrol: token "), "{description}");
+    assert!(description.contains(&format!("[patrol: pending {}]", current[0])), "{description}");
+}
