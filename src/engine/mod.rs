@@ -1063,10 +1063,7 @@ impl Engine {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
             };
-            // Measured when the failed call returned, not when it started: the client may have
-            // waited for a request slot, for pacing or after a 429 before the attempt that was
-            // lost left, and GitLab's deadline runs from that attempt (§12). The return is never
-            // earlier, so the deadline is never cut short.
+            // When the failed call returned, as in `obtain_by_rotation`.
             let sent = tokio::time::Instant::now();
             // A user's or service account's token answers 422, a project's or group's 400 (§11).
             if let Some(limit) = error.expiry_limit().filter(|l| *l < expires_at) {
