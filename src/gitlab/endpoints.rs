@@ -329,16 +329,6 @@ impl Client {
         Ok(())
     }
 
-    /// A CI job's status: `GET /projects/:id/jobs/:job_id` (§4).
-    pub async fn job_status(&self, project: &str, job: u64) -> Result<String, GitlabError> {
-        #[derive(serde::Deserialize)]
-        struct Job {
-            status: String,
-        }
-        let path = format!("/projects/{}/jobs/{job}", encode(project));
-        self.json::<Job>(None, Method::GET, &path, &[], None).await.map(|j| j.status)
-    }
-
     /// `DELETE …/variables/:key?filter[environment_scope]=` → 204 (§3.1).
     pub async fn delete_variable(&self, holder: &Holder, key: &str, scope: &str) -> Result<(), GitlabError> {
         let path = format!("{}/{}", holder_path(holder), encode(key));
