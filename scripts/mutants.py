@@ -246,8 +246,8 @@ MUTATIONS = [
         "send-under-a-lost-lock",
         "nothing more is sent for a token whose lock was lost",
         "src/engine/mod.rs",
-        "Some(held) if held.lost() => Err(Failure(format!(",
-        "Some(held) if held.lost() && false => Err(Failure(format!(",
+        "if held.holds_for(self.options.request_deadline + Duration::from_secs(1)).await {",
+        "if true {",
         ROTATION + ["locks::a_run_that_lost_its_lock"],
     ),
     Mutation(
@@ -257,6 +257,22 @@ MUTATIONS = [
         "let kept = match in_flight.filter(|until| *until > Utc::now()) {",
         "let kept = match in_flight.filter(|_| false) {",
         ROTATION + ["gitlab_answers::a_run_that_cannot_learn"],
+    ),
+    Mutation(
+        "rotate-under-an-expiring-lease",
+        "a rotate is sent only while the lock outlasts GitLab's request deadline",
+        "src/engine/lock.rs",
+        "let needed = Utc::now() + chrono::Duration::from_std(left).unwrap_or_else(|_| chrono::Duration::hours(1));",
+        "let needed = Utc::now();",
+        ROTATION + ["locks::a_rotate_is_sent_only"],
+    ),
+    Mutation(
+        "rotate-own-credential",
+        "patrol's own credential is renewed by creating its successor first, so a lost answer loses nothing",
+        "src/engine/mod.rs",
+        "let overlap = (t.policy.strategy == Strategy::Overlap || own) && target.as_ref().is_some_and(|x| x.active);",
+        "let overlap = t.policy.strategy == Strategy::Overlap && target.as_ref().is_some_and(|x| x.active);",
+        ROTATION + ["identity::a_lost_answer_while_renewing"],
     ),
 ]
 

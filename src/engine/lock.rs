@@ -105,11 +105,11 @@ pub struct Held {
     /// This run, as [`keep_until`] writes it.
     me: RunId,
     lost: Arc<AtomicBool>,
-    /// The client the renewal acts as; see [`Held::renew_as`].
-    client: Arc<Mutex<Client>>,
     /// Dropping (or sending on) it stops the renewal.
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// The renewal's state: its client ([`Held::renew_as`]) and the lease last confirmed.
+    renewer: Renewer,
 }
 
 impl std::fmt::Debug for Held {
@@ -139,7 +139,7 @@ impl Held {
 
     /// A handle that switches the renewal's credential, for whoever rotates the credential.
     pub fn renewer(&self) -> Renewer {
-        Renewer { client: Arc::clone(&self.client), lost: Arc::clone(&self.lost) }
+        self.renewer.clone()
     }
 
     /// Stops the renewal, waiting for one in flight so that no renewal lands after this returns.
@@ -153,11 +153,15 @@ impl Held {
 }
 
 /// A view of a held lock for the code that works under it ([`Held::renewer`]): whether the lock
-/// was lost, and a switch for the renewal's credential.
+/// is still this run's for long enough, and a switch for the renewal's credential.
 #[derive(Clone)]
 pub struct Renewer {
     client: Arc<Mutex<Client>>,
     lost: Arc<AtomicBool>,
+    /// When the lease last written ends: what this run can count on, renewals failing or not.
+    confirmed: Arc<Mutex<DateTime<Utc>>>,
+    /// This run, where the lock lives, its key, and its lease.
+    lock: Arc<(RunId, Holder, String, Duration)>,
 }
 
 impl Renewer {
@@ -168,6 +172,38 @@ impl Renewer {
     /// See [`Held::lost`].
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Whether the lock is this run's for at least `left` more: a request sent now may still be
+    /// carried out by GitLab until its deadline, and no other run may take the lock before then.
+    /// When the lease last confirmed ends sooner (renewals failing), renews once now.
+    pub async fn holds_for(&self, left: Duration) -> bool {
+        if self.lost() {
+            return false;
+        }
+        let needed = Utc::now() + chrono::Duration::from_std(left).unwrap_or_else(|_| chrono::Duration::hours(1));
+        if *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) >= needed {
+            return true;
+        }
+        matches!(self.renew_now().await, Ok(true))
+            && *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) >= needed
+    }
+
+    /// One renewal: `Ok(true)` renewed, `Ok(false)` the lock is lost (and marked so).
+    async fn renew_now(&self) -> Result<bool, GitlabError> {
+        let (me, holder, key, lease) = &*self.lock;
+        let acting = self.client.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match renew_once(&acting, me, holder, key, *lease).await? {
+            Renewed::Yes(until) => {
+                *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = until;
+                Ok(true)
+            }
+            Renewed::Lost(why) => {
+                self.lost.store(true, Ordering::SeqCst);
+                tracing::warn!(lock = %key, "this run lost its lock ({why})");
+                Ok(false)
+            }
+        }
     }
 }
 
@@ -278,8 +314,9 @@ pub async fn acquire(
     let mut last_owner = None;
     for _ in 0..4 {
         let description = format!("patrol: lock on token {token_id}, removed when the run is done with it");
-        match client.create_plain_variable(holder, &key, &value(me, lease_end(lease)), &description).await {
-            Ok(()) => return Ok(Ok(hold(client, me, holder, &key, lease))),
+        let until = lease_end(lease);
+        match client.create_plain_variable(holder, &key, &value(me, until), &description).await {
+            Ok(()) => return Ok(Ok(hold(client, me, holder, &key, lease, until))),
             Err(e) if e.already_taken() => {}
             // The answer was lost: whether the lock is ours is read below.
             Err(e) if e.outcome_unknown() => {}
@@ -290,7 +327,10 @@ pub async fn acquire(
         let seen = current.value.as_ref().map(|v| v.expose().to_owned());
         let owner = seen.as_deref().and_then(parse);
         match (&owner, &seen) {
-            (Some(o), _) if o.run == me.id => return Ok(Ok(hold(client, me, holder, &key, lease))),
+            (Some(o), _) if o.run == me.id => {
+                let until = o.until.unwrap_or_else(Utc::now);
+                return Ok(Ok(hold(client, me, holder, &key, lease, until)));
+            }
             (Some(o), Some(seen)) if stale(o, me, Utc::now()) => {
                 if delete_if(client, holder, &key, |now| now == seen).await? {
                     tracing::warn!(token = token_id, lock = %key, holder_run = %o.run, "took over a stale lock");
@@ -309,27 +349,23 @@ fn lease_end(lease: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::hours(1))
 }
 
-/// The lock just taken, with its renewal started.
-fn hold(client: &Client, me: &RunId, holder: &Holder, key: &str, lease: Duration) -> Held {
-    let lost = Arc::new(AtomicBool::new(false));
-    let acting = Arc::new(Mutex::new(client.clone()));
+/// The lock just taken, with its lease written to end at `until`, and its renewal started.
+fn hold(client: &Client, me: &RunId, holder: &Holder, key: &str, lease: Duration, until: DateTime<Utc>) -> Held {
+    let renewer = Renewer {
+        client: Arc::new(Mutex::new(client.clone())),
+        lost: Arc::new(AtomicBool::new(false)),
+        confirmed: Arc::new(Mutex::new(until)),
+        lock: Arc::new((me.clone(), holder.clone(), key.to_owned(), lease)),
+    };
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(renew(
-        Arc::clone(&acting),
-        me.clone(),
-        holder.clone(),
-        key.to_owned(),
-        lease,
-        Arc::clone(&lost),
-        stopped,
-    ));
+    let task = tokio::spawn(renew(renewer.clone(), stopped));
     Held {
         holder: holder.clone(),
         key: key.to_owned(),
         run: me.id.clone(),
         me: RunId { job: None, ..me.clone() },
-        lost,
-        client: acting,
+        lost: Arc::clone(&renewer.lost),
+        renewer,
         stop: Mutex::new(Some(stop)),
         task: Mutex::new(Some(task)),
     }
@@ -337,23 +373,17 @@ fn hold(client: &Client, me: &RunId, holder: &Holder, key: &str, lease: Duration
 
 /// What one renewal found.
 enum Renewed {
-    Yes,
+    /// Renewed: the lease now ends then.
+    Yes(DateTime<Utc>),
     /// The lock is not this run's any more, and why.
     Lost(String),
 }
 
 /// Renews the lease every third of it until `stopped` fires or its sender is dropped, or the
 /// lock turns out lost.
-async fn renew(
-    client: Arc<Mutex<Client>>,
-    me: RunId,
-    holder: Holder,
-    key: String,
-    lease: Duration,
-    lost: Arc<AtomicBool>,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let every = (lease / 3).max(Duration::from_millis(100));
+async fn renew(renewer: Renewer, mut stopped: oneshot::Receiver<()>) {
+    let (_, _, key, lease) = &*renewer.lock;
+    let every = (*lease / 3).max(Duration::from_millis(100));
     let mut next = tokio::time::Instant::now() + every;
     loop {
         tokio::select! {
@@ -363,12 +393,10 @@ async fn renew(
         // Ticks stay on their schedule, so one slow renewal does not push the next towards the
         // end of the lease.
         next = (next + every).max(tokio::time::Instant::now());
-        let acting = client.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match tokio::time::timeout(every, renew_once(&acting, &me, &holder, &key, lease)).await {
-            Ok(Ok(Renewed::Yes)) => tracing::trace!(lock = %key, "lock renewed"),
-            Ok(Ok(Renewed::Lost(why))) => {
-                lost.store(true, Ordering::SeqCst);
-                tracing::warn!(lock = %key, "this run lost its lock ({why}); it stops renewing it and leaves it alone");
+        match tokio::time::timeout(every, renewer.renew_now()).await {
+            Ok(Ok(true)) => tracing::trace!(lock = %key, "lock renewed"),
+            Ok(Ok(false)) => {
+                tracing::warn!(lock = %key, "this run lost its lock; it stops renewing it and leaves it alone");
                 return;
             }
             Ok(Err(e)) => tracing::warn!(lock = %key, error = %e, "could not renew the lock; trying again"),
@@ -395,8 +423,9 @@ async fn renew_once(
         None => return Ok(Renewed::Lost("the lock variable no longer holds a patrol lock".into())),
     }
     // A `PUT` never creates: a lock deleted since the read stays deleted.
-    match client.set_plain_variable(holder, key, &value(me, lease_end(lease))).await {
-        Ok(()) => Ok(Renewed::Yes),
+    let until = lease_end(lease);
+    match client.set_plain_variable(holder, key, &value(me, until)).await {
+        Ok(()) => Ok(Renewed::Yes(until)),
         Err(e) if e.status() == Some(404) => Ok(Renewed::Lost("the lock variable is gone".into())),
         Err(e) => Err(e),
     }

@@ -329,9 +329,11 @@ impl Engine {
         let mut reports: Vec<(usize, TokenReport)> = order.into_iter().zip(reports).collect();
         if let Some((i, t, seen)) = last {
             let mut report = self.process(t, Step::Work(seen)).await;
-            report.reason.push_str(
-                "; this is patrol's own credential, so it was rotated last and the run finished with the new secret",
-            );
+            if matches!(report.outcome, Outcome::Rotated | Outcome::Repaired) {
+                report.reason.push_str(
+                    "; this is patrol's own credential, so it was rotated last and the run finished with the new secret",
+                );
+            }
             progress(Progress::Token(done + 1, &report));
             if self.options.mode == Mode::Rotate {
                 self.pipelines(std::slice::from_ref(t), std::slice::from_mut(&mut report)).await;
@@ -483,14 +485,15 @@ impl Engine {
             let kept = match in_flight.filter(|until| *until > Utc::now()) {
                 // A rotate or create may still be carried out: no other run may act before then.
                 Some(until) => {
-                    if let Err(Failure(message)) = &mut result {
+                    let kept = lock::keep_until(&self.client(), &held, until).await;
+                    if let (Err(Failure(message)), Ok(())) = (&mut result, &kept) {
                         message.push_str(&format!(
                             " A request whose outcome is unknown may still be carried out by GitLab until {}; patrol's lock {} stays until then, so that no run sends another.",
                             until.format("%H:%M:%S UTC"),
                             held.key
                         ));
                     }
-                    lock::keep_until(&self.client(), &held, until).await
+                    kept
                 }
                 None => lock::release(&self.client(), &held).await,
             };
@@ -777,7 +780,11 @@ impl Engine {
         if let Some(old) = &target {
             self.mark_pending(states, old.id).await?;
         }
-        let overlap = t.policy.strategy == Strategy::Overlap && target.as_ref().is_some_and(|x| x.active);
+        // patrol's own credential is always renewed by creating its successor first (`overlap`):
+        // if that answer is lost, the old credential still works, so GitLab can be asked and the
+        // successor recovered. A lost rotate answer would leave patrol with nothing that works.
+        let own = target.as_ref().is_some_and(|x| Some(x.id) == self.options.credential_token);
+        let overlap = (t.policy.strategy == Strategy::Overlap || own) && target.as_ref().is_some_and(|x| x.active);
         // A token an interrupted overlap run created (newer than the one in use, held by no
         // variable, its secret never stored) is taken over by rotating it, not left beside a
         // second new one.
@@ -811,7 +818,15 @@ impl Engine {
                         )
                     })?;
                 let description = named.iter().max_by_key(|x| x.id).and_then(|x| x.description.clone());
-                self.obtain_by_creation(t, home, &scopes, expires_at, description.as_deref()).await?
+                match self.obtain_by_creation(t, home, &scopes, expires_at, description.as_deref()).await {
+                    Err(Failure(why)) if own => {
+                        return Err(Failure(format!(
+                            "token {:?} is patrol's own credential, which patrol renews by creating its successor before revoking it, so that a lost answer never leaves it without a working credential; that failed: {why} Creating needs an administrator's credential for a personal token (a group Owner's for a service account or group token, a Maintainer's for a project token). Otherwise renew the credential by hand.",
+                            t.id
+                        )))
+                    }
+                    other => other?,
+                }
             }
         };
         for note in notes {
@@ -937,7 +952,7 @@ impl Engine {
     ) -> Result<(IssuedToken, Vec<String>), Failure> {
         let mut notes = Vec::new();
         for _ in 0..4 {
-            self.still_locked(t)?;
+            self.still_locked(t).await?;
             let error = match self.client().rotate(home, old.id, expires_at).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
@@ -965,7 +980,13 @@ impl Engine {
                     (!now.iter().any(|x| x.id == old_id))
                         .then(|| now.iter().filter(|x| x.active && x.id > old_id).max_by_key(|x| x.id).cloned())
                 })
-                .await?;
+                .await;
+            let settled = match settled {
+                Err(failure) if Some(old_id) == self.options.credential_token => {
+                    return Err(self.own_credential_lost(t, old_id, &error, failure).await)
+                }
+                other => other?,
+            };
             match settled {
                 None => {
                     notes.push(format!(
@@ -991,16 +1012,20 @@ impl Engine {
         Err(Failure(format!("rotating token {} did not succeed after 4 attempts; run again later", old.id)))
     }
 
-    /// Refuses to send a rotate or create for `t` once its lock is no longer this run's (it could
-    /// not be renewed for a whole lease, and another run may have taken it over).
-    fn still_locked(&self, t: &ManagedToken) -> Result<(), Failure> {
-        match self.locks.lock().unwrap_or_else(|e| e.into_inner()).get(&t.id) {
-            Some(held) if held.lost() => Err(Failure(format!(
-                "patrol's lock on token {:?} was lost (it could not be renewed for a whole lease, and another run may hold it now), so this run sent nothing more for it; the next run finishes it",
-                t.id
-            ))),
-            _ => Ok(()),
+    /// Refuses to send a rotate or create for `t` unless its lock is this run's for at least
+    /// GitLab's request deadline more: the request may be carried out until then, and no other
+    /// run may take the lock over before. A lock lost, or whose renewals fail so that its lease
+    /// would end sooner, stops the token here.
+    async fn still_locked(&self, t: &ManagedToken) -> Result<(), Failure> {
+        let held = self.locks.lock().unwrap_or_else(|e| e.into_inner()).get(&t.id).cloned();
+        let Some(held) = held else { return Ok(()) };
+        if held.holds_for(self.options.request_deadline + Duration::from_secs(1)).await {
+            return Ok(());
         }
+        Err(Failure(format!(
+            "patrol's lock on token {:?} was lost, or could not be renewed to outlast GitLab's request deadline (another run may hold it now), so this run sent nothing more for it; the next run finishes it",
+            t.id
+        )))
     }
 
     /// Records that a request for `t` sent (at the latest) at `sent` may still be carried out
@@ -1011,6 +1036,30 @@ impl Engine {
         let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(t.id.clone()).or_insert(until);
         *entry = (*entry).max(until);
+    }
+
+    /// patrol's own credential was being rotated, the answer was lost, and GitLab's state could not
+    /// be read afterwards: when the credential itself is now refused, GitLab did rotate it and the
+    /// new secret, which existed only in the lost answer, is gone. Says so, with what a person
+    /// must do; otherwise passes the failure on.
+    async fn own_credential_lost(
+        &self,
+        t: &ManagedToken,
+        old_id: u64,
+        error: &GitlabError,
+        failure: Failure,
+    ) -> Failure {
+        let client = self.client();
+        match client.token_self(client.credential()).await {
+            Err(e) if e.status() == Some(401) => Failure(format!(
+                "token {:?} is patrol's own credential: GitLab rotated token {old_id}, but its answer, the only copy of the new secret, was lost ({error}), and the old secret is now refused. patrol cannot recover it. A person must create a token named {:?} for {} in GitLab, store it in the configured variables of token {:?} and in the variable patrol's job reads its credential from, then run patrol again.",
+                t.id,
+                t.name,
+                t.owner.display(),
+                t.id
+            )),
+            _ => failure,
+        }
     }
 
     /// After a rotate or create whose answer was lost: lists the tokens with the name until
@@ -1058,7 +1107,7 @@ impl Engine {
         let mut expires_at = expires_at;
         let mut notes = vec!["created a new token".to_owned()];
         for _ in 0..3 {
-            self.still_locked(t)?;
+            self.still_locked(t).await?;
             let error = match self.client().create_token(home, &t.name, scopes, expires_at, description).await {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,

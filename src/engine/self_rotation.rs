@@ -440,9 +440,9 @@ async fn obtain(
     let SelfRun { client, me, resource, target, options, .. } = *run;
     let deadline = options.request_deadline;
     for _ in 0..4 {
-        if run.lock.lost() {
+        if !run.lock.holds_for(deadline + Duration::from_secs(1)).await {
             return Err(format!(
-                "patrol's lock on token {} was lost (it could not be renewed for a whole lease, and another run may hold it now), so this job sent nothing more",
+                "patrol's lock on token {} was lost, or could not be renewed to outlast GitLab's request deadline (another run may hold it now), so this job sent nothing more",
                 me.id
             ));
         }

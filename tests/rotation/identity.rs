@@ -152,17 +152,20 @@ async fn patrols_own_credential_is_rotated_last_and_the_run_finishes_with_the_ne
     assert!(tokens.iter().all(|t| t["outcome"] == "rotated"), "{tokens:#?}");
     let own = &tokens[4];
     assert!(own["reason"].as_str().unwrap_or_default().contains("patrol's own credential"), "{own}");
-    // Last: its rotate came after every other rotate and every pipeline retry.
+    // Last: its successor was created after every other rotate and every pipeline retry, and
+    // the old credential revoked once the new one was stored and verified (never rotated: a lost
+    // rotate answer would leave patrol nothing that works).
     let requests = u.sim.requests();
     let rotates: Vec<&str> = requests.iter().filter(|r| r.path.ends_with("/rotate")).map(|r| r.path.as_str()).collect();
-    assert_eq!(rotates.len(), 5, "{rotates:?}");
-    assert!(rotates[4].contains(&format!("/personal_access_tokens/{}/rotate", admin[0])), "{rotates:?}");
-    let own_rotate = requests.iter().position(|r| r.path.ends_with(&format!("/{}/rotate", admin[0])));
+    assert_eq!(rotates.len(), 4, "the four other tokens: {rotates:?}");
+    let created = requests.iter().position(|r| r.method == "POST" && r.path.ends_with("/personal_access_tokens"));
+    let revoked = requests.iter().position(|r| r.method == "DELETE" && r.path.ends_with(&format!("/{}", admin[0])));
     let last_retry = requests.iter().rposition(|r| r.path.ends_with("/retry"));
-    assert!(own_rotate > last_retry && last_retry.is_some(), "after the pipelines");
+    assert!(last_retry.is_some() && created > last_retry && revoked > created, "after the pipelines, then revoked");
     assert!(requests.iter().all(|r| r.status != 401), "never locked out");
     let now = u.active("admin");
     assert_eq!(now.len(), 1);
+    assert_ne!(now, admin);
     assert_eq!(u.variable_holds("ADMIN_TOKEN", "*"), Some(now[0]));
     // The next run authenticates with what the variable holds, and finds nothing to do.
     let new_secret = value_of(&u, "ADMIN_TOKEN").unwrap_or_default();
@@ -184,4 +187,37 @@ async fn patrols_own_credential_stored_nowhere_known_is_refused() {
     assert!(tokens[..4].iter().all(|t| t["outcome"] == "rotated"), "{tokens:#?}");
     assert!(tokens[4]["error"].as_str().unwrap_or_default().contains("is patrol's own credential"), "{}", tokens[4]);
     assert_eq!(u.active("admin"), admin, "the credential still works");
+}
+
+/// Found in review: when the answer to the credential's own rotate was lost after GitLab carried
+/// it out, the credential was revoked and the new secret was nowhere. patrol now creates the
+/// successor first: a lost create answer leaves the old credential working, GitLab can be asked,
+/// and the successor is recovered.
+#[tokio::test]
+async fn a_lost_answer_while_renewing_patrols_own_credential_loses_nothing() {
+    let (seed, config) = with_own_credential(true);
+    let u = Universe::new(patrol::simulator::Seed { revoked_rotate_revokes_family: true, ..seed }, &config).await;
+    let admin = u.active("admin");
+    u.sim.with_world(|w| {
+        if let Some(v) = w.variables.iter_mut().find(|v| v.key == "ADMIN_TOKEN") {
+            v.description = Some(format!("[patrol: token {}]", admin[0]));
+        }
+    });
+    u.sim.inject(
+        patrol::simulator::Fault::new(
+            Some("POST"),
+            "/api/v4/users/*/personal_access_tokens",
+            patrol::simulator::FaultAction::DropAfterCommit,
+        )
+        .times(1),
+    );
+    let run = u.patrol_with(&["rotate"], &[("PATROL_TIMEOUT", "0.5")]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    assert!(u.sim.reuse_detections().is_empty());
+    let now = u.active("admin");
+    assert_eq!(now.len(), 1);
+    assert_eq!(u.variable_holds("ADMIN_TOKEN", "*"), Some(now[0]));
+    let stored = value_of(&u, "ADMIN_TOKEN").unwrap_or_default();
+    let next = u.patrol_with(&["rotate"], &[("PATROL_TOKEN", &stored)]).await;
+    assert_eq!(next.code, 0, "the next run works with what the variable holds: {}", next.stdout);
 }

@@ -235,3 +235,40 @@ async fn a_run_that_lost_its_lock_sends_no_further_rotate() {
     let still = u.sim.with_world(|w| w.variables.iter().find(|v| v.key == key).map(|v| v.value.clone()));
     assert_eq!(still, Some(theirs), "the other run's lock is left alone");
 }
+
+/// Found in review: a run whose lock renewals kept failing sent its rotate just before its lease
+/// ran out; another run took the lock over and rotated, and the first rotate then committed on a
+/// revoked token. A rotate is now sent only while the lease confirmed last outlasts GitLab's
+/// request deadline (renewing once more first), so that run sends nothing.
+#[tokio::test]
+async fn a_rotate_is_sent_only_while_the_lock_outlasts_the_request_deadline() {
+    use patrol::simulator::{Fault, FaultAction};
+    let u =
+        Universe::new(patrol::simulator::Seed { revoked_rotate_revokes_family: true, ..fleet() }, FLEET_CONFIG).await;
+    // Every write of the lock after it is created fails: renewals never get through.
+    let user = u.sim.with_world(|w| w.tokens.values().find(|t| t.name == "app-ci").map(|t| t.user_id));
+    let key = lock::key(&lock::identity(user.unwrap_or_default(), "app-ci"));
+    let lock_path = format!("/api/v4/projects/*/variables/{key}");
+    u.sim.inject(Fault::new(Some("PUT"), &lock_path, FaultAction::Status { status: 500 }));
+    // The listing under the lock is slow: by the time the rotate would go, little lease is left.
+    u.sim.inject(
+        Fault::new(Some("GET"), "/api/v4/projects/*/access_tokens", FaultAction::Latency { millis: 4500 })
+            .skip(1)
+            .times(1),
+    );
+    let env = [
+        ("PATROL_TIMEOUT", "10"),
+        ("PATROL_RETRY_SECONDS", "1"),
+        ("PATROL_REQUEST_DEADLINE_SECONDS", "4"),
+        ("PATROL_LOCK_LEASE_SECONDS", "6"),
+    ];
+    let old = u.active("app-ci");
+    let run = u.patrol_with(&["rotate", "--only", "project"], &env).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let error = run.report["tokens"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("could not be renewed to outlast GitLab's request deadline"), "{error}");
+    let rotates = u.sim.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/rotate")).count();
+    assert_eq!(rotates, 0, "no rotate sent under a lease about to end");
+    assert_eq!(u.active("app-ci"), old);
+    assert!(u.sim.reuse_detections().is_empty());
+}
