@@ -214,6 +214,13 @@ async fn a_lost_answer_while_renewing_patrols_own_credential_loses_nothing() {
     let run = u.patrol_with(&["rotate"], &[("PATROL_TIMEOUT", "0.5")]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
     assert!(u.sim.reuse_detections().is_empty());
+    let requests = u.sim.requests();
+    assert!(
+        requests.iter().any(|r| r.fault.is_some() && r.path.ends_with("/personal_access_tokens")),
+        "the successor's create was sent, and its answer lost"
+    );
+    let own_rotate = format!("/personal_access_tokens/{}/rotate", admin[0]);
+    assert!(!requests.iter().any(|r| r.path.ends_with(&own_rotate)), "the credential itself is never rotated");
     let now = u.active("admin");
     assert_eq!(now.len(), 1);
     assert_eq!(u.variable_holds("ADMIN_TOKEN", "*"), Some(now[0]));
