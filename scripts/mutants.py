@@ -274,6 +274,38 @@ MUTATIONS = [
         "let overlap = t.policy.strategy == Strategy::Overlap && target.as_ref().is_some_and(|x| x.active);",
         ROTATION + ["identity::a_lost_answer_while_renewing"],
     ),
+    Mutation(
+        "overlap-wedged",
+        "an overlap run stopped between create and revoke converges on the next run",
+        "src/engine/mod.rs",
+        "Some(_) if overlap => held.iter().max().and_then(|id| pick(*id)),",
+        "Some(_) if overlap && false => held.iter().max().and_then(|id| pick(*id)),",
+        ROTATION + ["overlap::"],
+    ),
+    Mutation(
+        "old-credential-left-active",
+        "the old credential left active after its successor is stored is revoked by the next run",
+        "src/engine/mod.rs",
+        "let overlap = t.policy.strategy == Strategy::Overlap || Some(current.id) == self.options.credential_token;",
+        "let overlap = t.policy.strategy == Strategy::Overlap;",
+        ROTATION + ["identity::the_old_credential"],
+    ),
+    Mutation(
+        "duplicates-by-current-only",
+        "entries whose families share a token are one GitLab token",
+        "src/engine/mod.rs",
+        "for id in s.iter().flat_map(|s| s.family.iter().map(|x| x.id)) {",
+        "for id in s.iter().flat_map(|s| s.observed.current.iter().map(|x| x.id)) {",
+        ROTATION + ["identity::two_entries"],
+    ),
+    Mutation(
+        "self-adopts-a-marked-variable",
+        "--self never adopts a variable whose marker names another token",
+        "src/engine/self_rotation.rs",
+        "if existing.value.is_none() && only && marked.is_none() {",
+        "if existing.value.is_none() && only {",
+        ROTATION + ["self_rotation::the_only_variable_marked"],
+    ),
 ]
 
 

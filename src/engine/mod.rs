@@ -357,10 +357,15 @@ impl Engine {
     /// worked on last, or refused when no configured variable is known to hold it.
     fn plan_run(&self, tokens: &[ManagedToken], seen: Vec<Result<Seen, Failure>>) -> Vec<Step> {
         let identity = |s: &Seen| s.observed.current.as_ref().or(s.observed.expired.as_ref()).map(|x| x.id);
+        // Entries are one GitLab token when their families share a token: the same owner spelled
+        // two ways (a project by path and by id) lists the same tokens, revoked ones included.
         let mut owners: HashMap<u64, Vec<&str>> = HashMap::new();
         for (t, s) in tokens.iter().zip(&seen) {
-            if let Some(id) = s.as_ref().ok().and_then(identity) {
-                owners.entry(id).or_default().push(&t.id);
+            for id in s.iter().flat_map(|s| s.family.iter().map(|x| x.id)) {
+                let entries = owners.entry(id).or_default();
+                if !entries.contains(&t.id.as_str()) {
+                    entries.push(&t.id);
+                }
             }
         }
         tokens
@@ -371,16 +376,25 @@ impl Engine {
                     Ok(s) => s,
                     Err(e) => return Step::Fail(e),
                 };
-                let Some(id) = identity(&s) else { return Step::Work(s) };
-                let others: Vec<String> =
-                    owners[&id].iter().filter(|o| **o != t.id).map(|o| format!("{o:?}")).collect();
+                let mut others: Vec<String> = s
+                    .family
+                    .iter()
+                    .flat_map(|x| owners.get(&x.id).into_iter().flatten())
+                    .filter(|o| **o != t.id)
+                    .map(|o| format!("{o:?}"))
+                    .collect();
+                others.sort();
+                others.dedup();
                 if !others.is_empty() {
                     return Step::Fail(Failure(format!(
-                        "token {:?} and token {} in the config are the same GitLab token {id}, so neither was changed: it would be rotated twice in one run, the second time as a revoked token. Keep one [[token]] for it and list every variable under it.",
+                        "token {:?} and token {} in the config are the same GitLab token ({:?} of {}), so neither was changed: it would be rotated or created twice in one run, the second time as a revoked token. Keep one [[token]] for it and list every variable under it.",
                         t.id,
-                        others.join(", ")
+                        others.join(", "),
+                        t.name,
+                        t.owner.display()
                     )));
                 }
+                let Some(id) = identity(&s) else { return Step::Work(s) };
                 if self.options.credential_token != Some(id) {
                     return Step::Work(s);
                 }
@@ -734,18 +748,25 @@ impl Engine {
                         _ => None,
                     })
                     .collect();
+                // Under `overlap` (and for patrol's own credential, renewed that way) the newer
+                // active tokens are patrol's own successors, from a run that stopped between
+                // creating and revoking: the newest any variable holds is in use (the others are
+                // repaired to it), and when none holds any, the oldest was in use before that run
+                // and the newer ones are orphans to take over (see `act`).
+                let overlap = t.policy.strategy == Strategy::Overlap
+                    || several.iter().any(|x| Some(x.id) == self.options.credential_token);
+                let pick = |id: u64| several.iter().find(|x| x.id == id).map(|x| (*x).clone());
                 match held.first() {
-                    Some(id) if held.iter().all(|h| h == id) => {
-                        several.iter().find(|x| x.id == *id).map(|x| (*x).clone())
-                    }
+                    Some(id) if held.iter().all(|h| h == id) => pick(*id),
+                    Some(_) if overlap => held.iter().max().and_then(|id| pick(*id)),
+                    None if overlap => several.iter().min_by_key(|x| x.id).map(|x| (*x).clone()),
                     _ => {
                         let ids: Vec<String> = several.iter().map(|x| x.id.to_string()).collect();
                         return Err(Failure(format!(
-                            "{} active tokens are named {:?} (ids {}), and the variables do not tell which one is in use. Revoke the ones not in use in GitLab, or run `patrol rotate --force --only {}` to replace the newest.",
+                            "{} active tokens are named {:?} (ids {}), and the variables do not tell which one is in use, so patrol changed nothing. Revoke the ones not in use in GitLab, then run patrol again.",
                             several.len(),
                             t.name,
-                            ids.join(", "),
-                            t.id
+                            ids.join(", ")
                         )));
                     }
                 }
@@ -854,10 +875,14 @@ impl Engine {
             }
         }
         if !write_failures.is_empty() {
+            let old = target.as_ref().map(|x| x.id.to_string()).unwrap_or_else(|| "(none)".into());
+            let what = if overlap {
+                format!("token {} was created to replace token {old}, which stays active until the new one is stored everywhere", issued.token.id)
+            } else {
+                format!("token {old} was replaced by token {}", issued.token.id)
+            };
             return Err(Failure(format!(
-                "token {} was replaced by token {} (expires {}), but the new secret could not be stored in {}. Nothing is lost: the next `patrol rotate` sees the stale variable and rotates token {} again to recover. Fix the cause (see GitLab's message), then run `patrol rotate --only {}`.",
-                target.as_ref().map(|x| x.id.to_string()).unwrap_or_else(|| "(none)".into()),
-                issued.token.id,
+                "{what} (expires {}), but the new secret could not be stored in {}. Nothing is lost: the next `patrol rotate` sees the stale variable and renews token {} again to recover. Fix the cause (see GitLab's message), then run `patrol rotate --only {}`.",
                 issued.token.expires_at.map(|d| d.to_string()).unwrap_or_else(|| "never".into()),
                 write_failures.join("; "),
                 issued.token.id,
@@ -889,7 +914,9 @@ impl Engine {
         let Some(current) = &observed.current else { return Ok(()) };
         let all_hold =
             !observed.variables.is_empty() && observed.variables.iter().all(|(_, h)| *h == Holds::Token(current.id));
-        if t.policy.strategy != Strategy::Overlap || !all_hold {
+        // patrol's own credential is renewed by overlap whatever its strategy (see `act`).
+        let overlap = t.policy.strategy == Strategy::Overlap || Some(current.id) == self.options.credential_token;
+        if !overlap || !all_hold {
             return Ok(());
         }
         let leftovers: Vec<u64> = named.iter().filter(|x| x.active && x.id < current.id).map(|x| x.id).collect();

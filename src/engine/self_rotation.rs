@@ -283,8 +283,10 @@ async fn holds_the_jobs_token(
         format!("{why}; and the CI/CD variables of project {} cannot be listed to see where else {} exists: {e}. Nothing was changed; run again.", target.project, target.var)
     })?;
     let only = scopes.len() == 1 && scopes[0] == target.environment_scope;
-    if existing.value.is_none() && only {
-        // The project's only one: the job can only have received this value.
+    if existing.value.is_none() && only && marked.is_none() {
+        // The project's only one, and nothing says it holds another token: the job can only have
+        // received this value. (A marker naming another token says otherwise: the job's value
+        // came from elsewhere, a pipeline variable or another project.)
         return Ok(());
     }
     if existing.value.is_some() && only {

@@ -228,3 +228,57 @@ async fn a_lost_answer_while_renewing_patrols_own_credential_loses_nothing() {
     let next = u.patrol_with(&["rotate"], &[("PATROL_TOKEN", &stored)]).await;
     assert_eq!(next.code, 0, "the next run works with what the variable holds: {}", next.stdout);
 }
+
+/// Found in review: when the old credential could not be revoked after its successor was
+/// stored, the report said the next run would revoke it, and none did (the credential's strategy
+/// is `rotate`, so leftovers were never looked for). Now the next run does.
+#[tokio::test]
+async fn the_old_credential_left_active_is_revoked_by_the_next_run() {
+    let (seed, config) = with_own_credential(true);
+    let u = Universe::new(seed, &config).await;
+    let admin = u.active("admin");
+    u.sim.with_world(|w| {
+        if let Some(v) = w.variables.iter_mut().find(|v| v.key == "ADMIN_TOKEN") {
+            v.description = Some(format!("[patrol: token {}]", admin[0]));
+        }
+    });
+    u.sim.inject(patrol::simulator::Fault::new(
+        Some("DELETE"),
+        &format!("/api/v4/personal_access_tokens/{}", admin[0]),
+        patrol::simulator::FaultAction::Status { status: 403 },
+    ));
+    let run = u.patrol(&["rotate"]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.report["tokens"][4]["error"].as_str().unwrap_or_default().contains("or the next run will"));
+    u.sim.clear_faults();
+    let stored = value_of(&u, "ADMIN_TOKEN").unwrap_or_default();
+    let next = u.patrol_with(&["rotate"], &[("PATROL_TOKEN", &stored)]).await;
+    assert_eq!(next.code, 0, "{}\n{}", next.stdout, tail(&next.stderr));
+    let now = u.active("admin");
+    assert_eq!(now.len(), 1, "the old credential is revoked: {now:?}");
+    assert_eq!(u.variable_holds("ADMIN_TOKEN", "*"), Some(now[0]));
+}
+
+/// Found in review: one project token by path and by id, its only token revoked: both entries
+/// created a token, and later runs found each entry's variable in sync with its own. Entries
+/// whose families share a token are one GitLab token, whatever state it is in.
+#[tokio::test]
+async fn two_entries_for_one_revoked_token_both_fail_before_creating() {
+    let mut seed = fleet();
+    seed.tokens[2].revoked = true; // app-ci exists only revoked
+    let u = Universe::new(seed, "").await;
+    let id = u.sim.with_world(|w| w.project_by_path("sec/app").map(|p| p.id)).unwrap_or_default();
+    let entry = |tid: &str, project: &str, key: &str| {
+        format!(
+            "[[token]]\nid = \"{tid}\"\nkind = \"project\"\nname = \"app-ci\"\nproject = \"{project}\"\nscopes = [\"api\"]\n\n[[token.variable]]\nproject = \"sec/app\"\nkey = \"{key}\"\n\n"
+        )
+    };
+    let config = format!("{}{}", entry("by-path", "sec/app", "PROJECT_TOKEN"), entry("by-id", &id.to_string(), "COPY"));
+    std::fs::write(u.dir.join("patrol.toml"), config).unwrap_or_else(|e| panic!("{e}"));
+    let run = u.patrol(&["rotate"]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    for t in run.report["tokens"].as_array().into_iter().flatten() {
+        assert!(t["error"].as_str().unwrap_or_default().contains("are the same GitLab token"), "{t}");
+    }
+    assert!(u.active("app-ci").is_empty(), "nothing created");
+}

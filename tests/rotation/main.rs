@@ -13,6 +13,7 @@ mod locks;
 mod loopback;
 mod markers;
 mod notify;
+mod overlap;
 mod panic;
 mod pipelines;
 mod recovery;

@@ -510,3 +510,23 @@ async fn a_404_or_405_on_the_rotate_endpoint_is_a_refusal_not_a_dead_token() {
         assert_eq!(u.active("app-ci"), old, "{status}: nothing rotated");
     }
 }
+
+/// Found in review: a hidden variable that is the project's only one with its key was adopted
+/// even when patrol's marker said it holds another token, and the job's successor overwrote it.
+#[tokio::test]
+async fn the_only_variable_marked_as_holding_another_token_is_never_overwritten() {
+    let u = universe(3).await;
+    let other = u.active("alice-ci");
+    u.sim.with_world(|w| {
+        if let Some(v) = w.variables.iter_mut().find(|v| v.key == "APP_TOKEN") {
+            v.description = Some(format!("[patrol: token {}]", other[0]));
+        }
+    });
+    let old = u.active("app-ci");
+    let before = u.variable("APP_TOKEN", "*").map(|v| v.value);
+    let run = self_rotate(&u, APP_SECRET, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(error_of(&run).contains(&format!("its marker names token {}", other[0])), "{}", error_of(&run));
+    assert_eq!(u.active("app-ci"), old, "nothing rotated");
+    assert_eq!(u.variable("APP_TOKEN", "*").map(|v| v.value), before, "the variable is untouched");
+}
