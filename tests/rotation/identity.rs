@@ -132,19 +132,25 @@ fn with_own_credential(stored: bool) -> (patrol::simulator::Seed, String) {
     (seed, config)
 }
 
-/// Case 5: patrol rotated its own credential in the middle of a run; every later request got
-/// 401, and the next run was locked out.
-#[tokio::test]
-async fn patrols_own_credential_is_rotated_last_and_the_run_finishes_with_the_new_one() {
-    let (seed, config) = with_own_credential(true);
-    let u = Universe::new(seed, &config).await;
-    // The hidden variable holds the admin token, marked by patrol.
+/// The hidden ADMIN_TOKEN holds the admin token, marked by patrol (as if patrol had stored it).
+/// Returns the admin token's id, as a one-element list like `active`.
+fn mark_admin_variable(u: &Universe) -> Vec<u64> {
     let admin = u.active("admin");
     u.sim.with_world(|w| {
         if let Some(v) = w.variables.iter_mut().find(|v| v.key == "ADMIN_TOKEN") {
             v.description = Some(format!("[patrol: token {}]", admin[0]));
         }
     });
+    admin
+}
+
+/// Case 5: patrol rotated its own credential in the middle of a run; every later request got
+/// 401, and the next run was locked out.
+#[tokio::test]
+async fn patrols_own_credential_is_rotated_last_and_the_run_finishes_with_the_new_one() {
+    let (seed, config) = with_own_credential(true);
+    let u = Universe::new(seed, &config).await;
+    let admin = mark_admin_variable(&u);
     let run = u.patrol(&["rotate"]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
     let tokens = run.report["tokens"].as_array().cloned().unwrap_or_default();
@@ -197,12 +203,7 @@ async fn patrols_own_credential_stored_nowhere_known_is_refused() {
 async fn a_lost_answer_while_renewing_patrols_own_credential_loses_nothing() {
     let (seed, config) = with_own_credential(true);
     let u = Universe::new(patrol::simulator::Seed { revoked_rotate_revokes_family: true, ..seed }, &config).await;
-    let admin = u.active("admin");
-    u.sim.with_world(|w| {
-        if let Some(v) = w.variables.iter_mut().find(|v| v.key == "ADMIN_TOKEN") {
-            v.description = Some(format!("[patrol: token {}]", admin[0]));
-        }
-    });
+    let admin = mark_admin_variable(&u);
     u.sim.inject(
         patrol::simulator::Fault::new(
             Some("POST"),
@@ -236,12 +237,7 @@ async fn a_lost_answer_while_renewing_patrols_own_credential_loses_nothing() {
 async fn the_old_credential_left_active_is_revoked_by_the_next_run() {
     let (seed, config) = with_own_credential(true);
     let u = Universe::new(seed, &config).await;
-    let admin = u.active("admin");
-    u.sim.with_world(|w| {
-        if let Some(v) = w.variables.iter_mut().find(|v| v.key == "ADMIN_TOKEN") {
-            v.description = Some(format!("[patrol: token {}]", admin[0]));
-        }
-    });
+    let admin = mark_admin_variable(&u);
     u.sim.inject(patrol::simulator::Fault::new(
         Some("DELETE"),
         &format!("/api/v4/personal_access_tokens/{}", admin[0]),
