@@ -310,6 +310,19 @@ fn lock_lease(env: &Env, deadline: Duration) -> Result<Duration, Stop> {
     Ok(lease.max(deadline * 3 / 2))
 }
 
+/// Whether to lock each token before changing it: `PATROL_LOCK` = `on` (default) or `off`. Off
+/// is for a setup where one GitLab `resource_group` serializes every run that can touch the
+/// tokens (README, "Skipping the lock").
+fn take_locks(env: &Env) -> Result<bool, Stop> {
+    match env.get("PATROL_LOCK") {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(s) => Err(Stop::usage(format!(
+            "PATROL_LOCK={s:?} is neither \"on\" nor \"off\" (whether patrol locks each token before changing it; default on)"
+        ))),
+    }
+}
+
 struct RunEnd {
     failed: bool,
     due: bool,
@@ -339,6 +352,7 @@ async fn engine_run(
     options.write_budget = write_budget(env);
     options.request_deadline = request_deadline(env, Some(&config))?;
     options.lock_lease = lock_lease(env, options.request_deadline)?;
+    options.lock = take_locks(env)?;
     // Tokens waiting on a shared lookup hold no request slot: let more tokens be in flight than
     // requests, so the --concurrency request slots stay busy.
     options.concurrency = usize::from(*concurrency) * 4;

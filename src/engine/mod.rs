@@ -58,6 +58,11 @@ pub struct Options {
     pub credential_token: Option<u64>,
     /// How long a lock lasts unless renewed; the holder renews it every third of that.
     pub lock_lease: Duration,
+    /// Whether to take patrol's per-token lock (`lock.rs`) before changing a token. Off is safe
+    /// only when nothing else can act on the same tokens at the same time: every run that can
+    /// touch them (scheduled, emergency, `--self` jobs, laptops) is serialized by one GitLab
+    /// `resource_group`. It saves two requests per rotated token.
+    pub lock: bool,
 }
 
 impl Options {
@@ -72,6 +77,7 @@ impl Options {
             request_deadline: crate::config::DEFAULT_REQUEST_DEADLINE,
             credential_token: None,
             lock_lease: lock::LEASE,
+            lock: true,
         }
     }
 }
@@ -447,7 +453,7 @@ impl Engine {
     /// worked on.
     async fn work(&self, t: &ManagedToken, first: Seen, report: &mut TokenReport) -> Result<(), Failure> {
         let acts = decide(&first.observed, &t.policy, self.options.today, self.options.force).acts();
-        if self.options.mode == Mode::Plan || !acts {
+        if self.options.mode == Mode::Plan || !acts || !self.options.lock {
             return self.work_on(t, first, report).await;
         }
         let Some(holder) = lock_place(t) else {
