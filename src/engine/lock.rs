@@ -110,6 +110,10 @@ pub struct Held {
     task: Mutex<Option<JoinHandle<()>>>,
     /// The renewal's state: its client ([`Held::renew_as`]) and the lease last confirmed.
     renewer: Renewer,
+    /// Whether the lock was taken other than by a first create that GitLab answered: another
+    /// run's lock was there (stale, taken over) or the create's answer was lost. Another run
+    /// may then have acted on the token since this run looked at it.
+    pub contended: bool,
 }
 
 impl std::fmt::Debug for Held {
@@ -172,6 +176,11 @@ impl Renewer {
     /// See [`Held::lost`].
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// When the lease this run last wrote ends.
+    fn confirmed_until(&self) -> DateTime<Utc> {
+        *self.confirmed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the lock is this run's for at least `left` more: a request sent now may still be
@@ -312,11 +321,11 @@ pub async fn acquire(
 ) -> Result<Result<Held, String>, GitlabError> {
     let key = key(identity);
     let mut last_owner = None;
-    for _ in 0..4 {
+    for attempt in 0..4 {
         let description = format!("patrol: lock on token {token_id}, removed when the run is done with it");
         let until = lease_end(lease);
         match client.create_plain_variable(holder, &key, &value(me, until), &description).await {
-            Ok(()) => return Ok(Ok(hold(client, me, holder, &key, lease, until))),
+            Ok(()) => return Ok(Ok(hold(client, me, holder, &key, lease, until, attempt > 0))),
             Err(e) if e.already_taken() => {}
             // The answer was lost: whether the lock is ours is read below.
             Err(e) if e.outcome_unknown() => {}
@@ -329,7 +338,7 @@ pub async fn acquire(
         match (&owner, &seen) {
             (Some(o), _) if o.run == me.id => {
                 let until = o.until.unwrap_or_else(Utc::now);
-                return Ok(Ok(hold(client, me, holder, &key, lease, until)));
+                return Ok(Ok(hold(client, me, holder, &key, lease, until, true)));
             }
             (Some(o), Some(seen)) if stale(o, me, Utc::now()) => {
                 if delete_if(client, holder, &key, |now| now == seen).await? {
@@ -350,7 +359,15 @@ fn lease_end(lease: Duration) -> DateTime<Utc> {
 }
 
 /// The lock just taken, with its lease written to end at `until`, and its renewal started.
-fn hold(client: &Client, me: &RunId, holder: &Holder, key: &str, lease: Duration, until: DateTime<Utc>) -> Held {
+fn hold(
+    client: &Client,
+    me: &RunId,
+    holder: &Holder,
+    key: &str,
+    lease: Duration,
+    until: DateTime<Utc>,
+    contended: bool,
+) -> Held {
     let renewer = Renewer {
         client: Arc::new(Mutex::new(client.clone())),
         lost: Arc::new(AtomicBool::new(false)),
@@ -368,6 +385,7 @@ fn hold(client: &Client, me: &RunId, holder: &Holder, key: &str, lease: Duration
         renewer,
         stop: Mutex::new(Some(stop)),
         task: Mutex::new(Some(task)),
+        contended,
     }
 }
 
@@ -470,6 +488,22 @@ pub async fn keep_until(client: &Client, held: &Held, until: DateTime<Utc>) -> R
 
 pub async fn release(client: &Client, held: &Held) -> Result<(), GitlabError> {
     held.stop_renewing().await;
+    // While the lease this run last wrote has a third of a lease (a renewal period) still to run,
+    // no other run may take the lock over (only a lease that ran out is stale): it is still this
+    // run's, and deleting it needs no look first. Later, another run may have taken it over, so
+    // it is read and deleted only if it still names this run.
+    let (_, _, _, lease) = &*held.renewer.lock;
+    let margin = chrono::Duration::from_std(*lease / 3).unwrap_or_else(|_| chrono::Duration::minutes(1));
+    let surely_ours = !held.lost() && held.renewer.confirmed_until() > Utc::now() + margin;
+    if surely_ours {
+        match client.delete_variable(&held.holder, &held.key, "*").await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.status() == Some(404) => return Ok(()),
+            // The answer was lost or GitLab failed: look, then delete only what is ours.
+            Err(e) if e.outcome_unknown() || e.is_transient() => {}
+            Err(e) => return Err(e),
+        }
+    }
     let mine = |v: &str| parse(v).is_some_and(|o| o.run == held.run);
     if !delete_if(client, &held.holder, &held.key, mine).await? {
         held.lost.store(true, Ordering::SeqCst);

@@ -104,7 +104,18 @@ pub struct Engine {
     /// Tokens (by config id) with a rotate or create whose outcome is unknown, and until when
     /// GitLab may still carry it out: their locks are kept until then, not removed.
     in_flight: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Tokens (by config id) whose rotate GitLab refused because the token was revoked since
+    /// patrol looked: another run or a person replaced it. They are looked at again.
+    outdated: Mutex<HashSet<String>>,
 }
+
+/// How old a look at a token may be for a run that locked it without meeting another run's lock
+/// to act on it without listing its tokens again. Only another patrol run (which takes the
+/// same lock) or a person changes a token's list; a rotate of a token replaced meanwhile is
+/// refused by GitLab and changes nothing (§11), and patrol then looks again (`settle`). The
+/// bound keeps what a person may have done since (a second token with the name, say) from
+/// going unseen for long.
+const FRESH_FOR: Duration = Duration::from_secs(300);
 
 type Cell<V> = Arc<tokio::sync::OnceCell<Result<V, String>>>;
 
@@ -152,6 +163,8 @@ struct Seen {
     named: Vec<ApiToken>,
     states: Vec<VariableState>,
     observed: Observed,
+    /// When the tokens were listed.
+    at: tokio::time::Instant,
 }
 
 /// What the run as a whole decided for one token before any of them changes.
@@ -176,10 +189,20 @@ const MARKER: &str = "[patrol: token ";
 /// rotated, a variable still marked so was not written since, and is stale.
 const PENDING: &str = "[patrol: pending ";
 
-fn marked(description: Option<&str>, prefix: &str) -> Option<u64> {
+/// The id (and fingerprint, if any) a marker of this kind records: `[patrol: token 42]` or
+/// `[patrol: token 42 #0123456789abcdef]`.
+fn marked_parts(description: Option<&str>, prefix: &str) -> Option<(u64, Option<String>)> {
     let d = description?;
     let start = d.rfind(prefix)? + prefix.len();
-    d[start..].split(']').next()?.trim().parse().ok()
+    let inside = d[start..].split(']').next()?;
+    let mut words = inside.split_whitespace();
+    let id = words.next()?.parse().ok()?;
+    let fingerprint = words.next().and_then(|w| w.strip_prefix('#')).map(str::to_owned);
+    Some((id, fingerprint))
+}
+
+fn marked(description: Option<&str>, prefix: &str) -> Option<u64> {
+    marked_parts(description, prefix).map(|(id, _)| id)
 }
 
 /// The token id recorded in a variable's description by patrol with its secret.
@@ -192,23 +215,51 @@ pub fn pending_marker(description: Option<&str>) -> Option<u64> {
     marked(description, PENDING)
 }
 
-/// The description with patrol's marker for `id`, keeping any human text (GitLab allows 255).
-pub fn with_marker(description: Option<&str>, id: u64) -> String {
-    marking(description, MARKER, id)
+/// A fingerprint of token `id`'s secret, which patrol writes into its marker on a variable whose
+/// value GitLab shows: a later run that reads the value and finds the fingerprint matching knows,
+/// without authenticating as the value, that the variable still holds what patrol stored (no one
+/// changed the value since). It binds the id, so a marker edited to name another token does not
+/// match. 64 bits of SHA-256: it identifies, it cannot be turned back into the secret (GitLab's
+/// secrets carry far more randomness than that), and it is shown only where the value itself is.
+pub fn fingerprint(id: u64, secret: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"patrol marker v1\0");
+    ctx.update(id.to_string().as_bytes());
+    ctx.update(b"\0");
+    ctx.update(secret.as_bytes());
+    ctx.finish().as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The token whose secret a readable variable provably holds: its marker names token N with a
+/// fingerprint that matches `value` for N.
+pub fn proven_marker(description: Option<&str>, value: &str) -> Option<u64> {
+    match marked_parts(description, MARKER)? {
+        (id, Some(print)) if print == fingerprint(id, value) => Some(id),
+        _ => None,
+    }
+}
+
+/// The description with patrol's marker for `id`, keeping any human text (GitLab allows 255);
+/// with the secret's fingerprint when the variable's value is readable (`secret`: `Some`).
+pub fn with_marker(description: Option<&str>, id: u64, secret: Option<&str>) -> String {
+    match secret {
+        Some(secret) => marking(description, MARKER, &format!("{id} #{}", fingerprint(id, secret))),
+        None => marking(description, MARKER, &id.to_string()),
+    }
 }
 
 /// The description with a pending marker for `id` (see [`PENDING`]).
 pub fn with_pending(description: Option<&str>, id: u64) -> String {
-    marking(description, PENDING, id)
+    marking(description, PENDING, &id.to_string())
 }
 
-fn marking(description: Option<&str>, prefix: &str, id: u64) -> String {
+fn marking(description: Option<&str>, prefix: &str, what: &str) -> String {
     let human = description.unwrap_or("");
     let human = match human.rfind(MARKER).or_else(|| human.rfind(PENDING)) {
         Some(i) => human[..i].trim_end(),
         None => human.trim_end(),
     };
-    let mark = format!("{prefix}{id}]");
+    let mark = format!("{prefix}{what}]");
     let room = 255usize.saturating_sub(mark.len() + 1);
     let human: String = human.chars().take(room).collect();
     if human.is_empty() {
@@ -281,6 +332,7 @@ impl Engine {
             run: lock::RunId::new(),
             locks: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            outdated: Mutex::new(HashSet::new()),
         }
     }
 
@@ -452,9 +504,12 @@ impl Engine {
     /// (`lock.rs`), observed again under the lock (another run may have just finished it), then
     /// worked on.
     async fn work(&self, t: &ManagedToken, first: Seen, report: &mut TokenReport) -> Result<(), Failure> {
-        let acts = decide(&first.observed, &t.policy, self.options.today, self.options.force).acts();
-        if self.options.mode == Mode::Plan || !acts || !self.options.lock {
+        let decision = decide(&first.observed, &t.policy, self.options.today, self.options.force);
+        if self.options.mode == Mode::Plan || !decision.acts() {
             return self.work_on(t, first, report).await;
+        }
+        if !self.options.lock {
+            return self.settle(t, first, report).await;
         }
         let Some(holder) = lock_place(t) else {
             return Err(Failure(format!("token {:?} has no variable to store a secret in", t.id)));
@@ -488,14 +543,31 @@ impl Engine {
             };
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).insert(t.id.clone(), held.renewer());
         // Another run that acted on this token changed its list (rotate, create and revoke all
-        // do); an unchanged list means what was observed still stands.
-        let result = match self.list_family(&first.home, &t.name).await {
-            Ok(now) if same_tokens(&now, &first.family) => self.work_on(t, first, report).await,
-            Ok(_) => match self.observe(t, true).await {
-                Ok(again) => self.work_on(t, again, report).await,
+        // do); an unchanged list means what was observed still stands. Listing again is needed
+        // only where a stale look could do harm: the lock was contended (another run held it),
+        // the look is old, or patrol would create a token (a create is never refused for an
+        // existing one, so a token another run made meanwhile would get a twin; `overlap` and
+        // patrol's own credential renew by creating). A plain rotate of a token replaced
+        // meanwhile is refused and changes nothing (§11); `settle` then looks again.
+        let creates = match &decision {
+            Decision::Create { .. } => true,
+            Decision::Rotate { target, .. } => {
+                t.policy.strategy == Strategy::Overlap || Some(target.id) == self.options.credential_token
+            }
+            _ => true,
+        };
+        let look_again = held.contended || creates || first.at.elapsed() >= FRESH_FOR;
+        let result = if !look_again {
+            self.settle(t, first, report).await
+        } else {
+            match self.list_family(&first.home, &t.name).await {
+                Ok(now) if same_tokens(&now, &first.family) => self.settle(t, first, report).await,
+                Ok(_) => match self.observe(t, true).await {
+                    Ok(again) => self.settle(t, again, report).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+            }
         };
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&t.id);
         let held = Some(held);
@@ -527,15 +599,15 @@ impl Engine {
     /// Where the token lives, the tokens with its name, what each variable holds, and the token
     /// in use. `fresh` skips the run's shared listing, for a second look under the lock.
     async fn observe(&self, t: &ManagedToken, fresh: bool) -> Result<Seen, Failure> {
+        let at = tokio::time::Instant::now();
         let (home, mut family) = self.locate(t).await?;
         if fresh && self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.owner) {
             family = self.list_family(&home, &t.name).await?;
         }
-        let ids: HashSet<u64> = family.iter().map(|x| x.id).collect();
         let mut states = Vec::new();
         for v in &t.variables {
             states.push(
-                self.observe_variable(v, &ids)
+                self.observe_variable(v, &family)
                     .await
                     .map_err(|e| format!("cannot read variable {}: {e}. {}", label(v), advice(&e)))?,
             );
@@ -543,7 +615,22 @@ impl Engine {
         let named: Vec<ApiToken> = family.iter().filter(|x| !x.revoked).cloned().collect();
         let mut observed = self.choose(t, &named, &states)?;
         observed.may_create = t.create || !family.is_empty();
-        Ok(Seen { home, family, named, states, observed })
+        Ok(Seen { home, family, named, states, observed, at })
+    }
+
+    /// Works on the token as seen; when GitLab refuses its rotate because the token was
+    /// replaced since it was seen, looks at it again and works on what it finds, once.
+    async fn settle(&self, t: &ManagedToken, seen: Seen, report: &mut TokenReport) -> Result<(), Failure> {
+        let result = self.work_on(t, seen, report).await;
+        let outdated = self.outdated.lock().unwrap_or_else(|e| e.into_inner()).remove(&t.id);
+        if result.is_ok() || !outdated {
+            return result;
+        }
+        tracing::info!(token = %t.id, "the token was replaced since patrol looked at it; looking again");
+        let again = self.observe(t, true).await?;
+        report.reason.clear();
+        report.after = None;
+        self.work_on(t, again, report).await
     }
 
     async fn work_on(&self, t: &ManagedToken, seen: Seen, report: &mut TokenReport) -> Result<(), Failure> {
@@ -693,10 +780,12 @@ impl Engine {
         Ok(self.list_family(home, name).await?.into_iter().filter(|t| !t.revoked).collect())
     }
 
-    /// What a variable holds. A readable value is identified by authenticating as it; a hidden
-    /// one by patrol's marker. A live token, or a marker, outside `family` (this entry's tokens
-    /// as GitLab lists them) belongs to another identity.
-    async fn observe_variable(&self, v: &VariableTarget, family: &HashSet<u64>) -> Result<VariableState, GitlabError> {
+    /// What a variable holds. A readable value is identified by patrol's marker when its
+    /// fingerprint proves the value is what patrol stored for a token of `family` (this entry's
+    /// tokens as GitLab lists them, whose state the listing gives), else by authenticating as
+    /// it; a hidden one by patrol's marker. A live token outside `family` belongs to another
+    /// identity.
+    async fn observe_variable(&self, v: &VariableTarget, family: &[ApiToken]) -> Result<VariableState, GitlabError> {
         let existing = self.client().variable(&v.holder, &v.key, &v.environment_scope).await?;
         if let Some(found) = existing.as_ref().filter(|x| x.environment_scope != v.environment_scope) {
             // A GitLab without `filter` for group variables (before 16.9, §3.2) answers another
@@ -714,8 +803,18 @@ impl Engine {
         let holds = match &existing {
             None => Holds::Missing,
             Some(var) => match &var.value {
+                Some(value)
+                    if let Some(known) = proven_marker(var.description.as_deref(), value.expose())
+                        .and_then(|id| family.iter().find(|x| x.id == id)) =>
+                {
+                    if known.active {
+                        Holds::Token(known.id)
+                    } else {
+                        Holds::Dead
+                    }
+                }
                 Some(value) => match self.client().token_self(value).await {
-                    Ok(t) if t.active && !family.contains(&t.id) => foreign(t.id, Some(t.name)),
+                    Ok(t) if t.active && !family.iter().any(|x| x.id == t.id) => foreign(t.id, Some(t.name)),
                     Ok(t) if t.active => Holds::Token(t.id),
                     Ok(_) => Holds::Dead,
                     Err(e) if e.status() == Some(401) => Holds::Dead,
@@ -895,7 +994,7 @@ impl Engine {
                 t.id
             )));
         }
-        self.verify(&issued, states).await?;
+        self.verify(&issued).await?;
         if overlap {
             if let Some(old) = &target {
                 self.client().revoke(home, old.id).await.map_err(|e| {
@@ -1001,6 +1100,9 @@ impl Engine {
                 continue;
             }
             if !error.outcome_unknown() {
+                if error.already_revoked() {
+                    self.outdated.lock().unwrap_or_else(|e| e.into_inner()).insert(t.id.clone());
+                }
                 return Err(Failure(format!("GitLab refused to rotate token {}: {error}. {}", old.id, advice(&error))));
             }
             tracing::warn!(token_id = old.id, %error, "rotate answer lost; reading GitLab's state");
@@ -1191,26 +1293,48 @@ impl Engine {
         let mut exists = s.existing.is_some();
         loop {
             let result = if exists {
-                let description = with_marker(s.existing.as_ref().and_then(|e| e.description.as_deref()), id);
+                let existing = s.existing.as_ref();
+                // A readable value gets the secret's fingerprint in the marker: the next run then
+                // knows what it holds without authenticating as it.
+                let readable = existing.is_some_and(|e| !e.hidden).then(|| issued.secret.expose());
+                let description = with_marker(existing.and_then(|e| e.description.as_deref()), id, readable);
                 self.client()
                     .store_in_variable(&v.holder, &v.key, &v.environment_scope, &issued.secret, &description)
                     .await
+                    .map(Some)
             } else {
-                self.client().create_secret_variable(v, &issued.secret, &with_marker(None, id)).await
+                self.client()
+                    .create_secret_variable(v, &issued.secret, &with_marker(None, id, None))
+                    .await
+                    .map(|()| None)
             };
             match result {
-                Ok(()) => {
-                    if !exists {
-                        s.existing = Some(ApiVariable {
-                            key: v.key.clone(),
-                            value: None,
-                            protected: v.protected,
-                            masked: true,
-                            hidden: true,
-                            raw: true,
-                            environment_scope: v.environment_scope.clone(),
-                            description: Some(with_marker(None, id)),
-                        });
+                Ok(stored) => {
+                    // The `PUT`'s answer is the variable as stored: no read-back needed. A value
+                    // it shows must be the new secret (hidden ones show none).
+                    if let Some(value) = stored.as_ref().and_then(|x| x.value.as_ref()) {
+                        if !issued.secret.same_as(value.expose()) {
+                            return Err(GitlabError::Unexpected {
+                                method: "PUT".into(),
+                                path: format!("{} {}", v.holder.path(), v.key),
+                                detail: "GitLab answered the write with another value than the new secret; another writer may have changed it at the same moment. Run `patrol rotate` again".into(),
+                            });
+                        }
+                    }
+                    match stored {
+                        Some(stored) => s.existing = Some(stored),
+                        None => {
+                            s.existing = Some(ApiVariable {
+                                key: v.key.clone(),
+                                value: None,
+                                protected: v.protected,
+                                masked: true,
+                                hidden: true,
+                                raw: true,
+                                environment_scope: v.environment_scope.clone(),
+                                description: Some(with_marker(None, id, None)),
+                            })
+                        }
                     }
                     return Ok(());
                 }
@@ -1240,9 +1364,9 @@ impl Engine {
         }
     }
 
-    /// The new secret authenticates as the new token, with the expected expiry, and each
-    /// readable variable holds it.
-    async fn verify(&self, issued: &IssuedToken, states: &[VariableState]) -> Result<(), Failure> {
+    /// The new secret authenticates as the new token, with the expected expiry. (That each
+    /// variable holds it, `write` read from GitLab's answers to the writes.)
+    async fn verify(&self, issued: &IssuedToken) -> Result<(), Failure> {
         let seen = self.client().token_self(&issued.secret).await.map_err(|e| {
             format!("the new token {} is stored, but authenticating with it failed: {e}. Check it in GitLab; the next run re-checks it.", issued.token.id)
         })?;
@@ -1251,21 +1375,6 @@ impl Engine {
                 "the new secret authenticates as token {} (active: {}, expires {:?}), not as the new token {}; check the token in GitLab",
                 seen.id, seen.active, seen.expires_at, issued.token.id
             )));
-        }
-        for s in states.iter().filter(|s| s.existing.as_ref().is_some_and(|e| !e.hidden)) {
-            let v = &s.target;
-            let now = self
-                .client()
-                .variable(&v.holder, &v.key, &v.environment_scope)
-                .await
-                .map_err(|e| format!("cannot read back variable {} to verify it: {e}", label(v)))?;
-            let holds = now.and_then(|x| x.value).is_some_and(|value| issued.secret.same_as(value.expose()));
-            if !holds {
-                return Err(Failure(format!(
-                    "variable {} does not hold the new secret after writing it; another writer may have changed it. Run `patrol rotate` again.",
-                    label(v)
-                )));
-            }
         }
         Ok(())
     }
@@ -1570,19 +1679,37 @@ mod tests {
 
     #[test]
     fn markers_keep_human_text_and_fit_gitlabs_limit() {
-        assert_eq!(with_marker(None, 5), "[patrol: token 5]");
-        assert_eq!(with_marker(Some("CI token for deploys"), 5), "CI token for deploys [patrol: token 5]");
-        assert_eq!(with_marker(Some("CI token [patrol: token 4]"), 5), "CI token [patrol: token 5]");
+        assert_eq!(with_marker(None, 5, None), "[patrol: token 5]");
+        assert_eq!(with_marker(Some("CI token for deploys"), 5, None), "CI token for deploys [patrol: token 5]");
+        assert_eq!(with_marker(Some("CI token [patrol: token 4]"), 5, None), "CI token [patrol: token 5]");
         let long = "x".repeat(300);
-        assert_eq!(with_marker(Some(&long), 123).chars().count(), 255);
+        assert_eq!(with_marker(Some(&long), 123, None).chars().count(), 255);
+        assert_eq!(with_marker(Some(&long), 123, Some("glpat-secret")).chars().count(), 255);
         assert_eq!(marker(Some("CI token [patrol: token 42]")), Some(42));
         assert_eq!(marker(Some("no marker")), None);
         // A pending marker is not patrol's marker, and writing the secret replaces it.
         assert_eq!(with_pending(Some("deploys"), 7), "deploys [patrol: pending 7]");
         assert_eq!(pending_marker(Some("deploys [patrol: pending 7]")), Some(7));
         assert_eq!(marker(Some("deploys [patrol: pending 7]")), None);
-        assert_eq!(with_marker(Some("deploys [patrol: pending 7]"), 8), "deploys [patrol: token 8]");
+        assert_eq!(with_marker(Some("deploys [patrol: pending 7]"), 8, None), "deploys [patrol: token 8]");
         assert_eq!(pending_marker(Some("deploys [patrol: token 8]")), None);
+    }
+
+    /// The fingerprint is part of what one patrol version writes and another reads: its text is
+    /// fixed. Expected values worked out outside this code (Python: `hashlib.sha256(b"patrol
+    /// marker v1\x00" + b"42" + b"\x00" + b"glpat-abc").hexdigest()[:16]`).
+    #[test]
+    fn a_fingerprinted_marker_proves_only_the_value_and_token_it_was_made_for() {
+        assert_eq!(fingerprint(42, "glpat-abc"), "48beeb825bc91b87");
+        let written = with_marker(Some("deploys"), 42, Some("glpat-abc"));
+        assert_eq!(written, format!("deploys [patrol: token 42 #{}]", fingerprint(42, "glpat-abc")));
+        assert_eq!(marker(Some(&written)), Some(42), "older readers still find the id");
+        assert_eq!(proven_marker(Some(&written), "glpat-abc"), Some(42));
+        assert_eq!(proven_marker(Some(&written), "glpat-abd"), None, "another value");
+        let renamed = written.replace("token 42 ", "token 43 ");
+        assert_eq!(proven_marker(Some(&renamed), "glpat-abc"), None, "a marker edited to name another token");
+        assert_eq!(proven_marker(Some("[patrol: token 42]"), "glpat-abc"), None, "no fingerprint, no proof");
+        assert!(!written.contains("glpat-abc") && !written.contains("abc]"));
     }
 
     #[test]

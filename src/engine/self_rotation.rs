@@ -544,10 +544,11 @@ async fn store(
     budget: Duration,
 ) -> Result<(), GitlabError> {
     let mut pause = WritePause::new(budget);
-    let description = with_marker(existing.description.as_deref(), issued.token.id);
+    let readable = existing.value.is_some().then(|| issued.secret.expose());
+    let description = with_marker(existing.description.as_deref(), issued.token.id, readable);
     loop {
         match fresh.store_in_variable(&v.holder, &v.key, &v.environment_scope, &issued.secret, &description).await {
-            Ok(()) => return Ok(()),
+            Ok(_) => return Ok(()),
             Err(e) => {
                 if !pause.before_retry(&e, &v.key).await {
                     return Err(e);

@@ -222,7 +222,13 @@ impl Client {
     /// Call it only for a variable seen in that scope: a group variable's `PUT` whose filter names
     /// a scope that does not exist updates the key in another scope (§11). The answer is the
     /// stored variable, so a `PUT` that landed elsewhere all the same is an `Unexpected` error.
-    async fn update_variable(&self, holder: &Holder, key: &str, scope: &str, body: &Value) -> Result<(), GitlabError> {
+    async fn update_variable(
+        &self,
+        holder: &Holder,
+        key: &str,
+        scope: &str,
+        body: &Value,
+    ) -> Result<ApiVariable, GitlabError> {
         let path = format!("{}/{}", holder_path(holder), encode(key));
         let stored: ApiVariable = self.json(None, Method::PUT, &path, &[(FILTER, scope.into())], Some(body)).await?;
         if stored.key != key || stored.environment_scope != scope {
@@ -235,11 +241,12 @@ impl Client {
                 ),
             });
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Stores `value` in an existing variable in one scope, with `description`: a partial `PUT`
-    /// that leaves masked, hidden, protected, raw and the scope as they are (§3.1).
+    /// that leaves masked, hidden, protected, raw and the scope as they are (§3.1). The answer is
+    /// the variable as stored (its value too, unless hidden): it is what a read-back would show.
     pub async fn store_in_variable(
         &self,
         holder: &Holder,
@@ -247,7 +254,7 @@ impl Client {
         scope: &str,
         value: &Secret,
         description: &str,
-    ) -> Result<(), GitlabError> {
+    ) -> Result<ApiVariable, GitlabError> {
         let body = json!({ "value": value.expose(), "description": description });
         self.update_variable(holder, key, scope, &body).await
     }
@@ -260,7 +267,7 @@ impl Client {
         scope: &str,
         description: &str,
     ) -> Result<(), GitlabError> {
-        self.update_variable(holder, key, scope, &json!({ "description": description })).await
+        self.update_variable(holder, key, scope, &json!({ "description": description })).await.map(|_| ())
     }
 
     /// Creates a variable holding a secret: masked and hidden (`masked_and_hidden`, only on
@@ -306,7 +313,7 @@ impl Client {
 
     /// Replaces the value of such a variable (`PUT` never creates: a deleted one stays deleted).
     pub async fn set_plain_variable(&self, holder: &Holder, key: &str, value: &str) -> Result<(), GitlabError> {
-        self.update_variable(holder, key, "*", &json!({ "value": value })).await
+        self.update_variable(holder, key, "*", &json!({ "value": value })).await.map(|_| ())
     }
 
     /// `POST …/variables` (§3.1). Not retried here: the caller re-checks on a lost answer. A

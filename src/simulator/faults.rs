@@ -16,6 +16,10 @@ pub enum FaultAction {
     Status { status: u16 },
     /// Wait this long, then handle the request normally.
     Latency { millis: u64 },
+    /// Wait until the test opens the gate (`Simulator::open_gate`), then handle the request
+    /// normally: a test puts another run's whole work between two steps of this one.
+    /// `Simulator::wait_gated` says when a request is waiting.
+    Gated,
     /// Never answer (until the simulator stops); nothing is changed.
     Hang,
     /// Perform the request, then close the connection without an answer.

@@ -28,6 +28,10 @@ pub struct Shared {
     pub held: tokio::sync::watch::Sender<u32>,
     /// How many `CommitsLate` requests have been performed.
     pub late_commits: tokio::sync::watch::Sender<u32>,
+    /// How many requests `Gated` faults are holding or have held.
+    pub gated: tokio::sync::watch::Sender<u32>,
+    /// Whether the gate is open: held requests go on, later ones are not held.
+    pub gate_open: tokio::sync::watch::Sender<bool>,
 }
 
 /// Locks a mutex even if a handler panicked while holding it: the data is still usable for
@@ -468,6 +472,12 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
         let early = match action {
             FaultAction::Latency { millis } => {
                 tokio::time::sleep(Duration::from_millis(*millis)).await;
+                None
+            }
+            FaultAction::Gated => {
+                let mut open = shared.gate_open.subscribe();
+                shared.gated.send_modify(|n| *n += 1);
+                let _ = open.wait_for(|open| *open).await;
                 None
             }
             FaultAction::Status { status } => Some(Reply::status_only(*status)),

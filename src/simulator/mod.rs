@@ -115,6 +115,8 @@ impl Simulator {
             origin,
             held: watch::channel(0).0,
             late_commits: watch::channel(0).0,
+            gated: watch::channel(0).0,
+            gate_open: watch::channel(false).0,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, shared.clone(), stopped, tls));
@@ -183,6 +185,17 @@ impl Simulator {
     pub async fn wait_late_commits(&self, n: u32) {
         let mut done = self.shared.late_commits.subscribe();
         let _ = done.wait_for(|count| *count >= n).await;
+    }
+
+    /// Waits until `n` requests have met a `Gated` fault.
+    pub async fn wait_gated(&self, n: u32) {
+        let mut gated = self.shared.gated.subscribe();
+        let _ = gated.wait_for(|count| *count >= n).await;
+    }
+
+    /// Lets every request a `Gated` fault holds, or will meet, go on.
+    pub fn open_gate(&self) {
+        self.shared.gate_open.send_replace(true);
     }
 
     /// How many requests the throttle refused with 429.

@@ -60,8 +60,17 @@ async fn two_runs_started_together_rotate_each_token_once() {
                 b.report
             );
         }
-        let rotates = u.sim.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/rotate")).count();
-        assert_eq!(rotates, 4, "round {round}: one rotate per token");
+        // A run that looked before the other rotated may still send its rotate (it lists again
+        // under the lock only when that matters): GitLab refuses it and nothing changes (§11).
+        let rotates: Vec<u16> = u
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/rotate"))
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(rotates.iter().filter(|s| **s == 200).count(), 4, "round {round}: one rotate per token");
+        assert!(rotates.iter().all(|s| matches!(s, 200 | 400)), "round {round}: {rotates:?}");
         contended += [&a, &b]
             .iter()
             .flat_map(|r| r.report["tokens"].as_array().cloned().unwrap_or_default())
@@ -232,4 +241,44 @@ async fn two_configs_for_the_same_tokens_exclude_each_other() {
     }
     println!("two configs: {ROUNDS} rounds of 2 runs x 4 tokens; a run found a token locked {contended} times");
     assert!(contended > 0, "the two runs never met at a lock, so this test proved nothing");
+}
+
+/// Issue 14: a run that locks a token without meeting another run's lock does not list its
+/// tokens again. Here another run rotates the token completely (and unlocks it) between this
+/// run's look and its lock: this run's rotate names a token GitLab has revoked, GitLab refuses it
+/// with 400 "Token already revoked" and changes nothing (§11), and the run looks again and finds
+/// the token done. (Where GitLab revoked the family instead, that rotate would cost the family:
+/// RELIABILITY.md names this reliance.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_another_run_rotated_after_this_run_looked_is_looked_at_again() {
+    use patrol::simulator::{Fault, FaultAction};
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    // The first run's lock create (the service account's lock lives in its group) waits at a gate.
+    u.sim.inject(Fault::new(Some("POST"), "/api/v4/groups/*/variables", FaultAction::Gated).times(1));
+    let (cmd, files) = u.command(&["rotate", "--only", "service"], &[]).unwrap_or_else(|e| panic!("{e}"));
+    let first = tokio::task::spawn_blocking(move || { cmd }.output());
+    u.sim.wait_gated(1).await;
+    let old = u.active("inventory");
+    let other = u.patrol(&["rotate", "--only", "service"]).await;
+    assert_eq!(other.code, 0, "{}\n{}", other.stdout, tail(&other.stderr));
+    assert_eq!(outcomes(&other), vec![("service".to_owned(), "rotated".to_owned())]);
+    let done = u.active("inventory");
+    assert_ne!(done, old);
+    u.sim.open_gate();
+    let output = first.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("cannot run patrol: {e}"));
+    let first = u.finish(output, &files);
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, tail(&first.stderr));
+    assert_eq!(outcomes(&first), vec![("service".to_owned(), "unchanged".to_owned())], "{}", first.report);
+    let refused: Vec<u16> = u
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/rotate"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(refused, vec![200, 400], "the other run's rotate, then this run's, refused");
+    assert!(u.sim.reuse_detections().is_empty());
+    assert_eq!(u.active("inventory"), done, "nothing changed after the other run");
+    assert_eq!(u.variable_holds("SA_TOKEN", "*"), done.first().copied());
+    assert_eq!(locks_left(&u), Vec::<String>::new());
 }

@@ -1,6 +1,7 @@
 //! The rotation engine end to end: the real `patrol` binary against the simulator.
 
 mod bad_answers;
+mod budget;
 mod concurrency;
 mod efficiency;
 mod engine;
