@@ -14,7 +14,14 @@
 //! - `PATROL_BENCH_LATENCY_MS` (default 20): latency the simulator adds to every request;
 //! - `PATROL_BENCH_RATE_LIMIT` (default none): GitLab's per-minute throttle;
 //! - `PATROL_BENCH_SHARDS` (default 4): the largest N is also run split into this many shards;
-//! - `PATROL_BENCH_COMMANDS` (default `rotate,audit`): which commands to measure per N.
+//! - `PATROL_BENCH_COMMANDS` (default `rotate,audit`): which commands to measure per N;
+//! - `PATROL_BENCH_FLEET` (default `warm`): `warm`, a fleet patrol has managed before (each
+//!   variable carries the marker with the fingerprint patrol writes with a secret), or `cold`, a
+//!   fleet patrol has never written to (first adoption);
+//! - `PATROL_BENCH_BASELINE` (default none): the path of another `patrol` binary (an older
+//!   build, say); every measurement is then made with it too, on a fresh simulator, and printed
+//!   as `before` next to this build's `after`;
+//! - `PATROL_BENCH_CONCURRENCY` (default 8, patrol's default): `--concurrency` for every run.
 //!
 //! Each fleet: N personal tokens, ten per owner, each held by one readable masked variable and
 //! feeding one failing pipeline; a quarter expire in 5 days (due), the rest in 200. patrol runs as
@@ -30,10 +37,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "glpat-FleetBenchmarkAdmin0";
-const CONCURRENCY: u64 = 8;
-/// Requests on a due token's critical path: preflight, user, listing, variable, its value's
-/// `self`, stamp, rotate, write, verify `self`, read back, then the pipeline's latest and retry.
-const ROTATE_CHAIN: u64 = 12;
+/// Requests on a due token's critical path in a warm fleet: preflight, user, listing, variable,
+/// lock, rotate, write, verify `self`, unlock, then the pipeline's latest and retry. A cold fleet
+/// adds the variable's value's `self`.
+const ROTATE_CHAIN: u64 = 11;
 /// Preflight, first page, then one batch of pages.
 const AUDIT_CHAIN: u64 = 3;
 
@@ -155,7 +162,7 @@ fn peak_kb(path: &Path) -> Option<u64> {
 
 /// Runs the real binary under `time` and measures its wall time and its own peak memory.
 /// stdout goes to `out`, stderr to `log`.
-fn run_patrol(time: &Path, args: &[String], url: &str, log: &Path, out: &Path) -> Measured {
+fn run_patrol(time: &Path, binary: &Path, args: &[String], url: &str, log: &Path, out: &Path) -> Measured {
     let memory = log.with_extension("maxrss");
     let stderr = std::fs::File::create(log).unwrap_or_else(|e| fail(&format!("{}: {e}", log.display())));
     let stdout = std::fs::File::create(out).unwrap_or_else(|e| fail(&format!("{}: {e}", out.display())));
@@ -166,7 +173,7 @@ fn run_patrol(time: &Path, args: &[String], url: &str, log: &Path, out: &Path) -
     let status = Command::new(time)
         .args(["-f", "%M", "-o"])
         .arg(&memory)
-        .arg(env!("CARGO_BIN_EXE_patrol"))
+        .arg(binary)
         .args(args)
         .env_clear()
         .env("PATROL_GITLAB_URL", url)
@@ -302,6 +309,8 @@ fn endpoint(r: &RequestRecord) -> String {
 }
 
 struct Row {
+    /// `after` (this build) or `before` (`PATROL_BENCH_BASELINE`).
+    build: &'static str,
     command: String,
     n: usize,
     wall: f64,
@@ -315,30 +324,42 @@ struct Row {
     out: PathBuf,
 }
 
-fn bound(requests: usize, chain: u64, latency: Duration, rate_limit: Option<u32>) -> f64 {
+fn bound(requests: usize, chain: u64, latency: Duration, rate_limit: Option<u32>, concurrency: u64) -> f64 {
     let l = latency.as_secs_f64();
-    let spread = requests as f64 * l / CONCURRENCY as f64;
+    let spread = requests as f64 * l / concurrency as f64;
     let path = chain as f64 * l;
     let throttle = rate_limit.map_or(0.0, |per_minute| requests as f64 / (f64::from(per_minute) / 60.0));
     spread.max(path).max(throttle)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How the benchmark runs: the same for every measurement.
+struct Setup {
+    time: PathBuf,
+    dir: PathBuf,
+    latency: Duration,
+    rate: Option<u32>,
+    concurrency: u64,
+    warm: bool,
+}
+
 async fn measure(
     sim: &Simulator,
-    time: &Path,
+    setup: &Setup,
+    build: (&'static str, &Path),
     command: &str,
     args: Vec<String>,
     n: usize,
-    dir: &Path,
-    latency: Duration,
-    rate: Option<u32>,
 ) -> Row {
+    let Setup { time, dir, latency, rate, concurrency, warm } = setup;
+    let (latency, rate) = (*latency, *rate);
     let before = sim.requests().len();
     let url = sim.api_url();
-    let (log, out) = (dir.join(format!("{command}-{n}.log")), dir.join(format!("{command}-{n}.out")));
-    let (time, l, o) = (time.to_owned(), log.clone(), out.clone());
-    let m = tokio::task::spawn_blocking(move || run_patrol(&time, &args, &url, &l, &o))
+    let (log, out) =
+        (dir.join(format!("{}-{command}-{n}.log", build.0)), dir.join(format!("{}-{command}-{n}.out", build.0)));
+    let (time, binary, l, o) = (time.to_owned(), build.1.to_owned(), log.clone(), out.clone());
+    let mut args = args;
+    args.extend(["--concurrency".to_owned(), concurrency.to_string()]);
+    let m = tokio::task::spawn_blocking(move || run_patrol(&time, &binary, &args, &url, &l, &o))
         .await
         .unwrap_or_else(|e| fail(&format!("the {command} run: {e}")));
     let requests: Vec<RequestRecord> = sim.requests()[before..].to_vec();
@@ -346,13 +367,18 @@ async fn measure(
     for r in &requests {
         *endpoints.entry(endpoint(r)).or_insert(0) += 1;
     }
-    let chain = if command == "rotate" { ROTATE_CHAIN } else { AUDIT_CHAIN };
+    let chain = match command {
+        "rotate" if *warm => ROTATE_CHAIN,
+        "rotate" => ROTATE_CHAIN + 1,
+        _ => AUDIT_CHAIN,
+    };
     Row {
+        build: build.0,
         command: command.into(),
         n,
         wall: m.wall.as_secs_f64(),
         requests: requests.len(),
-        bound: bound(requests.len(), chain, latency, rate),
+        bound: bound(requests.len(), chain, latency, rate, *concurrency),
         rss: m.peak_rss_mb,
         code: m.code,
         endpoints,
@@ -363,7 +389,8 @@ async fn measure(
 
 fn print_row(r: &Row) {
     println!(
-        "| {} | {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+        "| {} | {} | {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+        r.build,
         r.command,
         r.n,
         r.wall,
@@ -387,6 +414,40 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// A simulator holding the fleet. Every token was made a year before it expires (GitLab's
+/// longest lifetime). In a warm fleet each variable carries the marker patrol writes with a
+/// secret (with its fingerprint), as after patrol's first rotation.
+async fn start(seed: Seed, setup: &Setup) -> Simulator {
+    let sim = Simulator::start(seed).await.unwrap_or_else(|e| panic!("{e}"));
+    sim.with_world(|w| {
+        for t in w.tokens.values_mut() {
+            if let Some(expires) = t.expires_at.and_then(|d| d.and_hms_opt(0, 0, 0)) {
+                t.created_at = expires.and_utc() - chrono::Duration::days(365);
+            }
+        }
+    });
+    if setup.warm {
+        sim.with_world(|w| {
+            let marks: Vec<Option<String>> = w
+                .variables
+                .iter()
+                .map(|v| {
+                    w.token_by_secret(&v.value)
+                        .map(|t| patrol::engine::with_marker(v.description.as_deref(), t.id, Some(&v.value)))
+                })
+                .collect();
+            for (v, mark) in w.variables.iter_mut().zip(marks) {
+                if mark.is_some() {
+                    v.description = mark;
+                }
+            }
+        });
+    }
+    sim.set_latency(setup.latency);
+    sim.set_rate_limit(setup.rate);
+    sim
+}
+
 #[tokio::main]
 async fn main() {
     let sizes: Vec<usize> = env_or("PATROL_BENCH_SIZES", "100,1000,10000".to_owned())
@@ -397,64 +458,84 @@ async fn main() {
     let rate: Option<u32> = std::env::var("PATROL_BENCH_RATE_LIMIT").ok().and_then(|v| v.parse().ok());
     let shards: u32 = env_or("PATROL_BENCH_SHARDS", 4);
     let commands = env_or("PATROL_BENCH_COMMANDS", "rotate,audit".to_owned());
+    let concurrency: u64 = env_or("PATROL_BENCH_CONCURRENCY", 8);
+    let warm = match env_or("PATROL_BENCH_FLEET", "warm".to_owned()).as_str() {
+        "warm" => true,
+        "cold" => false,
+        other => fail(&format!("PATROL_BENCH_FLEET={other:?}: expected warm or cold")),
+    };
+    let baseline: Option<PathBuf> = std::env::var_os("PATROL_BENCH_BASELINE").map(PathBuf::from);
     let wants = |c: &str| commands.split(',').any(|w| w.trim() == c);
     let dir: PathBuf = std::env::temp_dir().join(format!("patrol-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let time = gnu_time(&dir);
+    let current = PathBuf::from(env!("CARGO_BIN_EXE_patrol"));
+    let mut builds: Vec<(&'static str, &Path)> = Vec::new();
+    if let Some(b) = &baseline {
+        builds.push(("before", b.as_path()));
+    }
+    builds.push(("after", current.as_path()));
+    let setup = Setup { time: time.clone(), dir: dir.clone(), latency, rate, concurrency, warm };
     println!("patrol {} fleet benchmark on {}", env!("CARGO_PKG_VERSION"), machine());
     println!(
-        "latency {} ms per request, rate limit {}, concurrency {CONCURRENCY}\n",
+        "latency {} ms per request, rate limit {}, concurrency {concurrency}, {} fleet{}\n",
         latency.as_millis(),
-        rate.map_or("none".into(), |r| format!("{r}/min"))
+        rate.map_or("none".into(), |r| format!("{r}/min")),
+        if warm { "warm" } else { "cold" },
+        baseline.as_ref().map_or(String::new(), |b| format!(", before = {}", b.display()))
     );
-    println!("| command | N | wall s | requests | per token | lower bound s | ratio | peak RSS MB | exit |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| build | command | N | wall s | requests | per token | lower bound s | ratio | peak RSS MB | exit |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut details = Vec::new();
     for &n in &sizes {
-        let Fleet { seed, config, ids, due } = fleet(n);
-        let path = dir.join(format!("fleet-{n}.toml"));
-        std::fs::write(&path, &config).unwrap_or_else(|e| panic!("{e}"));
-        let cfg = path.display().to_string();
-        let sim = Simulator::start(seed).await.unwrap_or_else(|e| panic!("{e}"));
-        sim.set_latency(latency);
-        sim.set_rate_limit(rate);
-        if wants("rotate") {
-            let report = dir.join(format!("rotate-{n}.json"));
-            let args =
-                vec!["--config".into(), cfg.clone(), "rotate".into(), "--report".into(), report.display().to_string()];
-            let rotate = measure(&sim, &time, "rotate", args, n, &dir, latency, rate).await;
-            print_row(&rotate);
-            check_exit(&format!("rotate N={n}"), rotate.code, &rotate.log);
-            check_rotation(&format!("rotate N={n}"), &[report], &due, &sim);
-            details.push(rotate);
+        for &build in &builds {
+            let Fleet { seed, config, ids, due } = fleet(n);
+            let path = dir.join(format!("fleet-{n}.toml"));
+            std::fs::write(&path, &config).unwrap_or_else(|e| panic!("{e}"));
+            let cfg = path.display().to_string();
+            let sim = start(seed, &setup).await;
+            let what = |c: &str| format!("{} {c} N={n}", build.0);
+            if wants("rotate") {
+                let report = dir.join(format!("{}-rotate-{n}.json", build.0));
+                let args = vec![
+                    "--config".into(),
+                    cfg.clone(),
+                    "rotate".into(),
+                    "--report".into(),
+                    report.display().to_string(),
+                ];
+                let rotate = measure(&sim, &setup, build, "rotate", args, n).await;
+                print_row(&rotate);
+                check_exit(&what("rotate"), rotate.code, &rotate.log);
+                check_rotation(&what("rotate"), &[report], &due, &sim);
+                details.push(rotate);
+            }
+            if wants("audit") {
+                let args = vec![
+                    "--config".into(),
+                    cfg.clone(),
+                    "audit".into(),
+                    "--json".into(),
+                    "--within-days".into(),
+                    "365".into(),
+                ];
+                let audit = measure(&sim, &setup, build, "audit", args, n).await;
+                print_row(&audit);
+                check_exit(&what("audit"), audit.code, &audit.log);
+                check_audit(&what("audit"), &audit.out, &ids);
+                details.push(audit);
+            }
+            if sim.throttled() > 0 {
+                println!("| (GitLab answered 429 {} times) ||||||||||", sim.throttled());
+            }
+            sim.shutdown().await;
         }
-        if wants("audit") {
-            let args = vec![
-                "--config".into(),
-                cfg.clone(),
-                "audit".into(),
-                "--json".into(),
-                "--within-days".into(),
-                "365".into(),
-            ];
-            let audit = measure(&sim, &time, "audit", args, n, &dir, latency, rate).await;
-            print_row(&audit);
-            check_exit(&format!("audit N={n}"), audit.code, &audit.log);
-            check_audit(&format!("audit N={n}"), &audit.out, &ids);
-            details.push(audit);
-        }
-        if sim.throttled() > 0 {
-            println!("| (GitLab answered 429 {} times) |||||||||", sim.throttled());
-        }
-        sim.shutdown().await;
     }
     if let (Some(&n), true) = (sizes.iter().max(), shards > 1) {
         let Fleet { seed, config, due, .. } = fleet(n);
         let path = dir.join(format!("fleet-{n}-shards.toml"));
         std::fs::write(&path, &config).unwrap_or_else(|e| panic!("{e}"));
-        let sim = Simulator::start(seed).await.unwrap_or_else(|e| panic!("{e}"));
-        sim.set_latency(latency);
-        sim.set_rate_limit(rate);
+        let sim = start(seed, &setup).await;
         println!("\nN = {n} in {shards} shards, run at once (as `parallel: {shards}` jobs would):\n");
         println!("| shard | wall s | peak RSS MB | exit |");
         println!("|---|---|---|---|");
@@ -470,12 +551,14 @@ async fn main() {
                     format!("{i}/{shards}"),
                     "--report".into(),
                     report.display().to_string(),
+                    "--concurrency".into(),
+                    concurrency.to_string(),
                 ];
                 let (url, log, out) =
                     (sim.api_url(), dir.join(format!("shard-{i}.log")), dir.join(format!("shard-{i}.out")));
-                let time = time.clone();
+                let (time, binary) = (time.clone(), current.clone());
                 tokio::task::spawn_blocking(move || {
-                    (i, report, log.clone(), run_patrol(&time, &args, &url, &log, &out))
+                    (i, report, log.clone(), run_patrol(&time, &binary, &args, &url, &log, &out))
                 })
             })
             .collect();
@@ -501,7 +584,7 @@ async fn main() {
     }
     println!("\nRequests by endpoint:\n");
     for r in &details {
-        println!("{} N={}:", r.command, r.n);
+        println!("{} {} N={}:", r.build, r.command, r.n);
         for (name, count) in &r.endpoints {
             println!("  {count:>7}  {name}");
         }

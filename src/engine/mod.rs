@@ -109,6 +109,10 @@ pub struct Engine {
     outdated: Mutex<HashSet<String>>,
 }
 
+/// How long after patrol stored a token a later run still checks that its pipelines were retried
+/// (`stored_by_patrol`).
+const CATCH_UP: Days = Days::days(7);
+
 /// How old a look at a token may be for a run that locked it without meeting another run's lock
 /// to act on it without listing its tokens again. Only another patrol run (which takes the
 /// same lock) or a person changes a token's list; a rotate of a token replaced meanwhile is
@@ -655,7 +659,7 @@ impl Engine {
                 report.reason = reason.clone();
                 if self.options.mode == Mode::Rotate {
                     self.revoke_leftovers(t, &home, &named, &observed, report).await?;
-                    report.stored_since = stored_by_patrol(&observed, &states);
+                    report.stored_since = stored_by_patrol(&observed, &states, Utc::now());
                 }
                 return Ok(());
             }
@@ -1607,8 +1611,14 @@ fn near_name(name: &str, wanted: &str) -> bool {
 
 /// When the token in use was created, if every existing variable carries patrol's marker for
 /// it: patrol stored it, so its pipelines may be owed a retry (`TokenReport::stored_since`).
-fn stored_by_patrol(observed: &Observed, states: &[VariableState]) -> Option<DateTime<Utc>> {
+/// Only for a token made within [`CATCH_UP`] of `now`: a run cut short between storing a token
+/// and retrying its pipelines is caught up by the next runs in that time; checking every token
+/// patrol ever stored would cost every run a pipeline listing per token, for good.
+fn stored_by_patrol(observed: &Observed, states: &[VariableState], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let current = observed.current.as_ref()?;
+    if current.created_at.is_none_or(|made| now - made > CATCH_UP) {
+        return None;
+    }
     let mut existing = states.iter().filter_map(|s| s.existing.as_ref()).peekable();
     existing.peek()?;
     existing.all(|v| marker(v.description.as_deref()) == Some(current.id)).then_some(current.created_at).flatten()
