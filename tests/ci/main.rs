@@ -1,12 +1,15 @@
 //! The CI files validate against GitLab's CI schema (`gitlab-ci.json` here, see SOURCE.txt), as
 //! GitLab checks them: a component's header as written, and its body after GitLab has
 //! interpolated the inputs (with the defaults, and with every non-default choice a user can make).
-//! Then the promises the component makes are checked job by job.
+//! Then the promises the component makes are checked job by job: the resource groups of the
+//! shards, the documented include path that forwards to the component, and the README's setups.
 
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use yaml_rust2::{Yaml, YamlLoader};
 
+mod readme;
+mod shards;
 mod supply_chain;
 
 fn root() -> &'static Path {
@@ -132,14 +135,28 @@ fn resolve_extends(doc: &Value) -> Value {
     Value::Object(out)
 }
 
-/// The component's two documents, and the defaults of its inputs.
+/// The value the tests give the one input without a default: the component has no default image.
+const TEST_IMAGE: &str = "registry.example.com/security/patrol:0.1.0";
+
+/// The component's two documents, and the inputs of a user who gives only what is required.
 fn component() -> (Value, Value, Map<String, Value>) {
-    let docs = documents("ci-templates/patrol.yml");
-    assert_eq!(docs.len(), 2, "a component is a spec header and a body, separated by ---");
+    component_at("templates/patrol.yml")
+}
+
+fn component_at(relative: &str) -> (Value, Value, Map<String, Value>) {
+    let docs = documents(relative);
+    assert_eq!(docs.len(), 2, "{relative}: a component is a spec header and a body, separated by ---");
     let inputs = docs[0]["spec"]["inputs"].as_object().cloned().unwrap_or_default();
-    assert!(!inputs.is_empty(), "the header declares inputs");
-    let defaults = inputs.iter().map(|(k, spec)| (k.clone(), spec["default"].clone())).collect();
-    (docs[0].clone(), docs[1].clone(), defaults)
+    assert!(!inputs.is_empty(), "{relative}: the header declares inputs");
+    let given = inputs
+        .iter()
+        .map(|(k, spec)| match spec.get("default") {
+            Some(default) => (k.clone(), default.clone()),
+            None if k == "image" => (k.clone(), json!(TEST_IMAGE)),
+            None => panic!("{relative}: input {k} has no default; give the tests a value for it"),
+        })
+        .collect();
+    (docs[0].clone(), docs[1].clone(), given)
 }
 
 fn with(defaults: &Map<String, Value>, changes: &[(&str, Value)]) -> Map<String, Value> {
@@ -149,6 +166,24 @@ fn with(defaults: &Map<String, Value>, changes: &[(&str, Value)]) -> Map<String,
         inputs.insert((*k).to_owned(), v.clone());
     }
     inputs
+}
+
+/// Every input changed to another value of its type, so that an input the wrapper dropped or
+/// mixed up shows.
+fn every_input_changed(given: &Map<String, Value>) -> Map<String, Value> {
+    given
+        .iter()
+        .map(|(k, v)| {
+            let other = match v {
+                Value::String(s) if s.is_empty() => json!(format!("{}_X", k.to_uppercase())),
+                Value::String(s) => json!(format!("{s}-x")),
+                Value::Number(n) => json!(n.as_i64().unwrap_or(0) + 2),
+                Value::Bool(b) => json!(!b),
+                other => panic!("input {k}: no other value for {other}"),
+            };
+            (k.clone(), other)
+        })
+        .collect()
 }
 
 #[test]
@@ -164,6 +199,7 @@ fn the_component_header_and_body_validate_with_defaults_and_with_every_choice() 
         ),
         ("dry run, 4 shards", with(&defaults, &[("dry_run", json!(true)), ("parallel", json!(4))])),
         ("renamed", with(&defaults, &[("job_prefix", json!("tokens")), ("stage", json!("deploy"))])),
+        ("every input changed", every_input_changed(&defaults)),
     ];
     for (what, inputs) in choices {
         let doc = resolve_extends(&interpolate(&body, &inputs));
@@ -173,13 +209,20 @@ fn the_component_header_and_body_validate_with_defaults_and_with_every_choice() 
     }
 }
 
+/// A component input without a default is required (GitLab fails the pipeline without it), and
+/// the image is the one that must be: no default that points at a namespace someone else controls.
 #[test]
-fn every_input_has_a_description_a_default_and_a_type_that_fits_it() {
+fn every_input_is_described_and_only_the_image_is_required() {
     let (header, body, _) = component();
     let inputs = header["spec"]["inputs"].as_object().cloned().unwrap_or_default();
     let text = body.to_string();
     for (name, spec) in &inputs {
         assert!(spec["description"].as_str().is_some_and(|d| !d.is_empty()), "{name} has no description");
+        assert!(text.contains(&format!("$[[ inputs.{name} ]]")), "input {name} is declared but never used");
+        if name == "image" {
+            assert!(spec.get("default").is_none(), "image has a default ({}): it must be required", spec["default"]);
+            continue;
+        }
         let default = &spec["default"];
         let fits = match spec["type"].as_str().unwrap_or("string") {
             "number" => default.is_number(),
@@ -187,8 +230,48 @@ fn every_input_has_a_description_a_default_and_a_type_that_fits_it() {
             _ => default.is_string(),
         };
         assert!(fits, "{name}: default {default} does not fit its type");
-        assert!(text.contains(&format!("$[[ inputs.{name} ]]")), "input {name} is declared but never used");
     }
+    assert!(inputs.contains_key("image"), "the component declares its image input");
+}
+
+/// `ci-templates/patrol.yml`, the path `include: project:` has always used, includes the
+/// component from the same project and ref and forwards every input: same header, and what GitLab
+/// builds through it is what it builds from the component.
+#[test]
+fn the_documented_include_path_is_a_thin_wrapper_that_forwards_every_input() {
+    let (header, body, given) = component();
+    let (wrapper_header, wrapper_body, _) = component_at("ci-templates/patrol.yml");
+    assert_eq!(wrapper_header, header, "the wrapper's spec is the component's, word for word");
+    let names: Vec<String> =
+        header["spec"]["inputs"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let forwarded: Map<String, Value> =
+        names.iter().map(|n| (n.clone(), json!(format!("$[[ inputs.{n} ]]")))).collect();
+    assert_eq!(
+        wrapper_body,
+        json!({"include": [{"local": "/templates/patrol.yml", "inputs": forwarded}]}),
+        "the wrapper holds no job of its own, only the include of the component with every input"
+    );
+    for (what, inputs) in [("the required inputs", given.clone()), ("every input changed", every_input_changed(&given))]
+    {
+        let through = interpolate(&wrapper_body, &inputs);
+        assert_valid(&format!("the wrapper's body ({what})"), &through);
+        let passed = through["include"][0]["inputs"].as_object().cloned().unwrap_or_default();
+        assert_eq!(passed, inputs, "{what}: the wrapper passes each input on, with its type");
+        assert_eq!(interpolate(&body, &passed), interpolate(&body, &inputs), "{what}");
+    }
+}
+
+/// Each `patrol ...` command line of the component, with what its arguments are built from.
+fn patrol_invocations(doc: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    for job in doc.as_object().map(|m| m.values().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+        for key in ["before_script", "script"] {
+            for item in job[key].as_array().cloned().unwrap_or_default() {
+                lines.extend(item.as_str().unwrap_or_default().lines().map(str::to_owned));
+            }
+        }
+    }
+    lines
 }
 
 #[test]
@@ -199,23 +282,33 @@ fn the_component_jobs_keep_their_promises() {
     let rules = |j: &Value| j["rules"].to_string();
     let rotate = job("patrol-rotate");
     assert!(rules(&rotate).contains(r#"$CI_PIPELINE_SOURCE == \"schedule\""#), "{}", rules(&rotate));
+    assert_eq!(rotate["image"]["name"], TEST_IMAGE, "the image is the one given");
     let plan = job("patrol-plan");
     assert!(rules(&plan).contains("merge_request_event") && plan["rules"][1]["changes"][0] == "patrol.toml");
     assert!(plan["script"].to_string().contains("patrol plan"));
-    let emergency = job("patrol-emergency");
-    assert_eq!(emergency["rules"][1]["if"], r#"$CI_PIPELINE_SOURCE == "web""#);
-    assert_eq!(emergency["rules"][1]["when"], "manual");
-    assert!(emergency["manual_confirmation"].as_str().is_some_and(|m| m.contains("PATROL_FORCE")));
+    assert!(plan.get("resource_group").is_none(), "plan only reads: it waits for no rotation");
+    // The emergency: one manual job behind a confirmation, only in a web pipeline with
+    // PATROL_FORCE set, that releases the sharded rotation.
+    let gate = job("patrol-emergency");
+    let web_and_force = r#"$CI_PIPELINE_SOURCE == "web" && $PATROL_FORCE"#;
+    assert_eq!(gate["rules"], json!([{"if": web_and_force, "when": "manual"}]));
+    assert_eq!(gate["allow_failure"], false, "the pipeline waits for the decision");
+    assert!(gate["manual_confirmation"].as_str().is_some_and(|m| m.contains("PATROL_FORCE")));
+    assert!(gate.get("resource_group").is_none() && !gate["script"].to_string().contains("patrol rotate"));
+    let emergency = job("patrol-emergency-rotate");
+    assert_eq!(emergency["needs"], json!(["patrol-emergency"]), "it starts only once the manual job ran");
+    assert_eq!(emergency["rules"][1], json!({"if": web_and_force}));
     assert!(emergency["script"].to_string().contains("--force"));
     assert!(doc["variables"]["PATROL_FORCE"]["description"].is_string(), "the run-pipeline form offers PATROL_FORCE");
-    let variants: Vec<(String, Value)> = ["rotate", "plan", "emergency"]
+    assert_eq!(doc["variables"]["PATROL_FORCE"]["value"], "", "no emergency unless someone asks for one");
+    let variants: Vec<(String, Value)> = ["rotate", "plan", "emergency-rotate"]
         .iter()
         .map(|n| (format!("{n}-in-environment"), job(&format!("patrol-{n}-in-environment"))))
         .collect();
-    let mut all = vec![("rotate".to_owned(), rotate), ("plan".to_owned(), plan), ("emergency".to_owned(), emergency)];
+    let mut all =
+        vec![("rotate".to_owned(), rotate), ("plan".to_owned(), plan), ("emergency-rotate".to_owned(), emergency)];
     all.extend(variants);
     for (name, j) in &all {
-        assert_eq!(j["resource_group"], "patrol", "{name}: one resource group for every job");
         assert_eq!(j["interruptible"], false, "{name}");
         assert_eq!(j["artifacts"]["when"], "always", "{name}");
         assert_eq!(j["artifacts"]["access"], "developer", "{name}");
@@ -223,11 +316,31 @@ fn the_component_jobs_keep_their_promises() {
         assert_eq!(j["artifacts"]["paths"], json!(["patrol-report.json"]), "{name}: nothing else is kept");
         assert!(j["artifacts"]["reports"].get("dotenv").is_none(), "{name}: no dotenv, it could carry a secret");
         assert_eq!(j["image"]["entrypoint"], json!([""]), "{name}");
+        if !name.starts_with("plan") {
+            assert_eq!(j["resource_group"], "patrol-shard-$CI_NODE_INDEX", "{name}: the shard's own group");
+            assert_eq!(j["parallel"], 1, "{name}");
+        }
     }
-    // No job ever passes a secret on the command line: the credential stays in the environment.
-    for line in doc.to_string().split("\\n") {
-        assert!(!line.contains("PATROL_TOKEN"), "{line}");
+    // No secret on a command line: patrol's arguments are built with `set --` from names and
+    // settings only, and every patrol command takes them as "$@", nothing else expanded.
+    let lines = patrol_invocations(&doc);
+    let mut invocations = 0;
+    for line in &lines {
+        if line.trim_start().starts_with("set --") {
+            assert!(!line.contains("TOKEN"), "a credential in patrol's arguments: {line}");
+        }
+        for (at, _) in line.match_indices("patrol ").filter(|(at, _)| {
+            let rest = &line[at + "patrol ".len()..];
+            rest.starts_with("plan") || rest.starts_with("rotate")
+        }) {
+            invocations += 1;
+            let args = line[at..].split(';').next().unwrap_or_default().replace("\"$@\"", "");
+            assert!(!args.contains('$'), "patrol gets only \"$@\" and literal flags: {line}");
+        }
     }
+    assert!(invocations >= 4, "the patrol commands of rotate, plan and emergency-rotate were found ({invocations})");
+    // The read-only credential reaches patrol through the environment, under the name it reads.
+    assert!(job("patrol-plan")["script"].to_string().contains(r#"export \"$patrol_credential=$PATROL_PLAN_TOKEN\""#));
 }
 
 /// GitLab gives a job the variable of the environment scope that matches its `environment:` (the
@@ -243,7 +356,7 @@ fn self_rotation_jobs_run_in_the_environment_whose_scope_they_write() {
     for scope in ["*", "production", "review/*"] {
         let inputs = with(&defaults, &[("self_variable", json!("MY_TOKEN")), ("environment_scope", json!(scope))]);
         let doc = resolve_extends(&interpolate(&body, &inputs));
-        for name in ["rotate", "plan", "emergency"] {
+        for name in ["rotate", "plan", "emergency-rotate"] {
             let plain = &doc[format!("patrol-{name}")];
             let variant = &doc[format!("patrol-{name}-in-environment")];
             assert!(plain.get("environment").is_none(), "{name}: the plain job has no environment");
@@ -277,21 +390,35 @@ fn self_rotation_jobs_run_in_the_environment_whose_scope_they_write() {
         let inputs = with(&defaults, &[("self_variable", json!(self_variable)), ("environment_scope", json!(scope))]);
         let doc = resolve_extends(&interpolate(&body, &inputs));
         let in_environment = !self_variable.is_empty() && !scope.contains('*');
-        for (name, source) in [("rotate", "schedule"), ("plan", "merge_request_event"), ("emergency", "web")] {
-            let created = |job: &Value| {
+        for (name, source) in [("rotate", "schedule"), ("plan", "merge_request_event"), ("emergency-rotate", "web")] {
+            let created = |job: &Value, force: &str| {
                 let mut vars: Map<String, Value> = job["variables"].as_object().cloned().unwrap_or_default();
                 vars.insert("CI_PIPELINE_SOURCE".into(), json!(source));
+                vars.insert("PATROL_FORCE".into(), json!(force));
                 job_is_created(&job["rules"], &vars)
             };
             let (plain, variant) = (&doc[format!("patrol-{name}")], &doc[format!("patrol-{name}-in-environment")]);
             assert_eq!(
-                (created(plain), created(variant)),
+                (created(plain, "all"), created(variant, "all")),
                 (!in_environment, in_environment),
                 "{name} in a {source} pipeline, self_variable {self_variable:?}, scope {scope:?}"
             );
+            if source == "web" {
+                assert!(!created(plain, "") && !created(variant, ""), "{name}: no emergency without PATROL_FORCE");
+                let gate = &doc["patrol-emergency"];
+                let gate_created = |force: &str| {
+                    let vars = Map::from_iter([
+                        ("CI_PIPELINE_SOURCE".to_owned(), json!(source)),
+                        ("PATROL_FORCE".to_owned(), json!(force)),
+                    ]);
+                    job_is_created(&gate["rules"], &vars)
+                };
+                assert!(gate_created("all") && !gate_created(""), "the manual job comes with PATROL_FORCE only");
+            }
             // No other pipeline source creates either.
             let mut vars: Map<String, Value> = plain["variables"].as_object().cloned().unwrap_or_default();
             vars.insert("CI_PIPELINE_SOURCE".into(), json!("push"));
+            vars.insert("PATROL_FORCE".into(), json!("all"));
             assert!(!job_is_created(&plain["rules"], &vars) && !job_is_created(&variant["rules"], &vars), "{name}");
         }
     }
@@ -342,6 +469,13 @@ fn job_is_created(rules: &Value, vars: &Map<String, Value>) -> bool {
     false
 }
 
+/// The version in Cargo.toml: patrol's, its release tag's and its component's.
+fn cargo_version() -> String {
+    let text = std::fs::read_to_string(root().join("Cargo.toml")).unwrap_or_else(|e| panic!("Cargo.toml: {e}"));
+    let table: toml::Table = text.parse().unwrap_or_else(|e| panic!("Cargo.toml: {e}"));
+    table["package"]["version"].as_str().unwrap_or_else(|| panic!("Cargo.toml has no package version")).to_owned()
+}
+
 #[test]
 fn this_projects_pipeline_validates_and_includes_the_component_with_inputs_it_declares() {
     let docs = documents(".gitlab-ci.yml");
@@ -349,14 +483,16 @@ fn this_projects_pipeline_validates_and_includes_the_component_with_inputs_it_de
     let pipeline = &docs[0];
     assert_valid(".gitlab-ci.yml", pipeline);
     let (_, body, defaults) = component();
+    // GitLab's way to test a component in its own project: from this commit.
     let include = pipeline["include"]
         .as_array()
-        .and_then(|a| a.iter().find(|i| i["local"] == "/ci-templates/patrol.yml"))
+        .and_then(|a| a.iter().find(|i| i["component"] == "$CI_SERVER_FQDN/$CI_PROJECT_PATH/patrol@$CI_COMMIT_SHA"))
         .unwrap_or_else(|| panic!("the pipeline includes the component from this commit"));
     for name in include["inputs"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
         assert!(defaults.contains_key(&name), "the include passes {name}, which the component does not declare");
     }
     assert_eq!(include["inputs"]["dry_run"], true);
+    assert!(include["inputs"].get("image").is_some(), "the required image is given");
     // What GitLab builds: the included component, interpolated with these inputs, under the file.
     let given: Vec<(&str, Value)> = include["inputs"]
         .as_object()
@@ -376,13 +512,26 @@ fn this_projects_pipeline_validates_and_includes_the_component_with_inputs_it_de
     }
     let combined = resolve_extends(&Value::Object(combined));
     assert_valid(".gitlab-ci.yml with the component included", &combined);
-    assert_eq!(combined["component-check"]["resource_group"], "patrol");
-    assert_eq!(combined["component-check-rotate"]["rules"], json!([{"when": "never"}]));
-    for job in ["fmt", "clippy", "test", "binary", "container-image", "component-check", "release"] {
+    for job in ["rotate", "plan", "emergency", "emergency-rotate"] {
+        assert_eq!(combined[format!("component-check-{job}")]["rules"], json!([{"when": "never"}]), "{job}");
+    }
+    for job in ["fmt", "clippy", "test", "binary", "container-image", "component-check", "release", "release-version"] {
         assert!(pipeline.get(job).is_some(), "no {job} job");
     }
     assert_eq!(pipeline["test"]["artifacts"]["reports"]["junit"], "target/nextest/ci/junit.xml");
     assert!(pipeline["release"]["release"]["tag_name"] == "$CI_COMMIT_TAG");
+    // Releases are tagged with Cargo.toml's version as is: the rule that publishes takes it, and
+    // the release waits for the job that refuses any other tag.
+    let on_tag = pipeline[".on-tag"]["rules"][0]["if"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(on_tag, r"$CI_COMMIT_TAG =~ /^\d+\.\d+\.\d+$/");
+    let version = cargo_version();
+    let parts: Vec<&str> = version.split('.').collect();
+    assert!(
+        parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+        "{version}"
+    );
+    assert!(pipeline["release"]["needs"].as_array().is_some_and(|n| n.contains(&json!("release-version"))));
+    assert!(pipeline["release-version"]["script"].to_string().contains("Cargo.toml"));
 }
 
 #[test]
