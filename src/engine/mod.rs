@@ -505,8 +505,8 @@ impl Engine {
     }
 
     /// Decides on what was observed; in `rotate` mode, a token that needs work is locked
-    /// (`lock.rs`), observed again under the lock (another run may have just finished it), then
-    /// worked on.
+    /// (`lock.rs`), listed again under the lock where a stale look could do harm (another run
+    /// may have just finished it), then worked on (`settle`).
     async fn work(&self, t: &ManagedToken, first: Seen, report: &mut TokenReport) -> Result<(), Failure> {
         let decision = decide(&first.observed, &t.policy, self.options.today, self.options.force);
         if self.options.mode == Mode::Plan || !decision.acts() {
