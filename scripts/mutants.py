@@ -306,6 +306,55 @@ MUTATIONS = [
         "if existing.value.is_none() && only {",
         ROTATION + ["self_rotation::the_only_variable_marked"],
     ),
+    Mutation(
+        "never-look-again",
+        "a rotate refused because the token was replaced meanwhile makes patrol look again",
+        "src/engine/mod.rs",
+        "        if result.is_ok() || !outdated {",
+        "        if result.is_ok() || outdated || !outdated {",
+        ROTATION + ["concurrency::a_token_another_run_rotated"],
+    ),
+    Mutation(
+        "always-relist",
+        "a rotated token costs at most 9 requests with the lock",
+        "src/engine/mod.rs",
+        "let look_again = held.contended || creates || first.at.elapsed() >= FRESH_FOR;",
+        "let look_again = true;",
+        ROTATION + ["budget::"],
+    ),
+    Mutation(
+        "fingerprint-unchecked",
+        "a marker proves what a readable variable holds only with a fingerprint of its value",
+        "src/engine/mod.rs",
+        "        (id, Some(print)) if print == fingerprint(id, value) => Some(id),",
+        "        (id, Some(_)) => Some(id),",
+        ROTATION + ["markers::a_value_replaced"],
+    ),
+    Mutation(
+        "release-without-look",
+        "a release never deletes a lock another run took over",
+        "src/engine/lock.rs",
+        "    let surely_ours = !held.lost() && held.renewer.confirmed_until() > Utc::now() + margin;",
+        "    let surely_ours = !held.lost();",
+        ROTATION + ["locks::release_leaves_alone"],
+    ),
+    Mutation(
+        "write-answer-unchecked",
+        "a write whose answer shows another value fails the token",
+        "src/engine/mod.rs",
+        "                        if !issued.secret.same_as(value.expose()) {",
+        "                        if issued.secret.same_as(value.expose()) && false {",
+        ROTATION + ["recovery::a_write_answered"],
+    ),
+    Mutation(
+        "catch-up-forever",
+        "pipelines owed a retry are checked for a week after patrol stored the token",
+        "src/engine/mod.rs",
+        "    if current.created_at.is_none_or(|made| now - made > CATCH_UP) {",
+        "    if current.created_at.is_none() {",
+        ROTATION + ["recovery::a_missed_pipeline"],
+    ),
+
 ]
 
 

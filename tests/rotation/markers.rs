@@ -94,3 +94,38 @@ async fn a_rotation_refused_before_it_starts_leaves_no_marker_claiming_the_curre
     assert!(!description.contains("[patrol: token "), "{description}");
     assert!(description.contains(&format!("[patrol: pending {}]", current[0])), "{description}");
 }
+
+/// Issue 14: a readable variable patrol wrote carries its marker with the secret's fingerprint,
+/// so the next run knows what it holds without authenticating as it. A person who pastes another
+/// identity's live token into it by hand, leaving the description, does not fool it: the
+/// fingerprint no longer matches the value, patrol asks GitLab whose token it is, and leaves the
+/// variable alone.
+#[tokio::test]
+async fn a_value_replaced_by_hand_under_patrols_marker_is_identified_by_gitlab_not_the_marker() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    let first = u.patrol(&["rotate", "--only", "personal"]).await;
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, tail(&first.stderr));
+    let marked = u.variable("PERSONAL_TOKEN", "*").and_then(|v| v.description).unwrap_or_default();
+    assert!(marked.contains(" #"), "the marker carries a fingerprint: {marked}");
+    // Someone pastes the service account's live token over it, keeping the description.
+    let other = u.sim.with_world(|w| w.tokens.values().find(|t| t.name == "inventory").map(|t| t.secret.clone()));
+    let other = other.unwrap_or_else(|| panic!("no inventory token"));
+    u.sim.with_world(|w| {
+        if let Some(v) = w.variables.iter_mut().find(|v| v.key == "PERSONAL_TOKEN") {
+            v.value = other.clone();
+        }
+    });
+    let from = u.sim.requests().len();
+    let second = u.patrol(&["rotate", "--only", "personal", "--force"]).await;
+    assert_eq!(second.code, 1, "{}", second.stdout);
+    let error = second.report["tokens"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("inventory"), "the failure names what the variable holds: {error}");
+    assert!(
+        u.sim.requests()[from..]
+            .iter()
+            .any(|r| r.path.ends_with("/personal_access_tokens/self") && r.token_name.as_deref() == Some("inventory")),
+        "patrol asked GitLab whose the value is"
+    );
+    let still = u.variable("PERSONAL_TOKEN", "*").map(|v| v.value);
+    assert_eq!(still, Some(other), "the other identity's token was not overwritten");
+}

@@ -247,3 +247,39 @@ async fn a_missed_pipeline_retry_is_caught_up_within_a_week_and_not_checked_afte
     assert_eq!(caught_up.report["tokens"][0]["pipelines"][0]["action"], "retried", "{}", caught_up.report);
     assert_eq!(pipeline_reads(&u, from), 1);
 }
+
+/// Issue 14: patrol no longer reads a variable back after writing it: GitLab's answer to the
+/// `PUT` is the variable as stored. An answer that shows another value than the new secret fails
+/// the token (and the next run repairs it) instead of passing unverified.
+#[tokio::test]
+async fn a_write_answered_with_another_value_fails_the_token_and_the_next_run_repairs_it() {
+    let u = Universe::new(fleet(), FLEET_CONFIG).await;
+    let body = serde_json::json!({
+        "key": "PERSONAL_TOKEN", "value": "not-the-new-secret", "variable_type": "env_var",
+        "protected": false, "masked": true, "hidden": false, "raw": false,
+        "environment_scope": "*", "description": null
+    });
+    u.sim.inject(
+        Fault::new(
+            Some("PUT"),
+            "/api/v4/projects/*/variables/PERSONAL_TOKEN",
+            FaultAction::Respond {
+                status: 200,
+                content_type: "application/json".into(),
+                body: body.to_string(),
+                location: None,
+            },
+        )
+        .times(1),
+    );
+    let first = u.patrol(&["rotate", "--only", "personal"]).await;
+    assert_eq!(first.code, 1, "{}", first.stdout);
+    let t = &first.report["tokens"][0];
+    assert_eq!(t["outcome"], "failed", "{t}");
+    assert!(t["error"].as_str().is_some_and(|e| e.contains("another value than the new secret")), "{t}");
+    let next = u.patrol(&["rotate", "--only", "personal"]).await;
+    assert_eq!(next.code, 0, "{}\n{}", next.stdout, tail(&next.stderr));
+    let now = u.active("alice-ci");
+    assert_eq!(now.len(), 1);
+    assert_eq!(u.variable_holds("PERSONAL_TOKEN", "*"), Some(now[0]));
+}
