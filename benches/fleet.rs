@@ -432,8 +432,10 @@ async fn start(seed: Seed, setup: &Setup) -> Simulator {
                 .variables
                 .iter()
                 .map(|v| {
-                    w.token_by_secret(&v.value)
-                        .map(|t| patrol::engine::with_marker(v.description.as_deref(), t.id, Some(&v.value)))
+                    w.token_by_secret(&v.value).map(|t| {
+                        let stored = patrol::engine::Stored { id: t.id, user_id: t.user_id, expires_at: t.expires_at };
+                        patrol::engine::with_marker(v.description.as_deref(), t.id, Some((&stored, &v.value)))
+                    })
                 })
                 .collect();
             for (v, mark) in w.variables.iter_mut().zip(marks) {

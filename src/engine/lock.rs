@@ -488,13 +488,14 @@ pub async fn keep_until(client: &Client, held: &Held, until: DateTime<Utc>) -> R
 
 pub async fn release(client: &Client, held: &Held) -> Result<(), GitlabError> {
     held.stop_renewing().await;
-    // While the lease this run last wrote has a third of a lease (a renewal period) still to run,
-    // no other run may take the lock over (only a lease that ran out is stale): it is still this
-    // run's, and deleting it needs no look first. Later, another run may have taken it over, so
-    // it is read and deleted only if it still names this run.
+    // A lock this run created with one answered request, whose last written lease has a third of
+    // a lease (a renewal period) still to run, is still this run's: no other run may take a
+    // lock over before its lease ends. Deleting it needs no look first. Otherwise (later, or a
+    // lock taken over from another run, whose late-committing DELETE may have removed this
+    // run's lock and let a third run in) it is read and deleted only if it names this run.
     let (_, _, _, lease) = &*held.renewer.lock;
     let margin = chrono::Duration::from_std(*lease / 3).unwrap_or_else(|_| chrono::Duration::minutes(1));
-    let surely_ours = !held.lost() && held.renewer.confirmed_until() > Utc::now() + margin;
+    let surely_ours = !held.contended && !held.lost() && held.renewer.confirmed_until() > Utc::now() + margin;
     if surely_ours {
         match client.delete_variable(&held.holder, &held.key, "*").await {
             Ok(()) => return Ok(()),

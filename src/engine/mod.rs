@@ -104,22 +104,11 @@ pub struct Engine {
     /// Tokens (by config id) with a rotate or create whose outcome is unknown, and until when
     /// GitLab may still carry it out: their locks are kept until then, not removed.
     in_flight: Mutex<HashMap<String, DateTime<Utc>>>,
-    /// Tokens (by config id) whose rotate GitLab refused because the token was revoked since
-    /// patrol looked: another run or a person replaced it. They are looked at again.
-    outdated: Mutex<HashSet<String>>,
 }
 
 /// How long after patrol stored a token a later run still checks that its pipelines were retried
 /// (`stored_by_patrol`).
 const CATCH_UP: Days = Days::days(7);
-
-/// How old a look at a token may be for a run that locked it without meeting another run's lock
-/// to act on it without listing its tokens again. Only another patrol run (which takes the
-/// same lock) or a person changes a token's list; a rotate of a token replaced meanwhile is
-/// refused by GitLab and changes nothing (§11), and patrol then looks again (`settle`). The
-/// bound keeps what a person may have done since (a second token with the name, say) from
-/// going unseen for long.
-const FRESH_FOR: Duration = Duration::from_secs(300);
 
 type Cell<V> = Arc<tokio::sync::OnceCell<Result<V, String>>>;
 
@@ -167,8 +156,9 @@ struct Seen {
     named: Vec<ApiToken>,
     states: Vec<VariableState>,
     observed: Observed,
-    /// When the tokens were listed.
-    at: tokio::time::Instant,
+    /// A token due by its marker, listed only under the lock (`Engine::due_by_marker`): until
+    /// then `family`, `named` and `observed` are empty and every variable's `holds` is unknown.
+    hint: Option<Stored>,
 }
 
 /// What the run as a whole decided for one token before any of them changes.
@@ -193,20 +183,39 @@ const MARKER: &str = "[patrol: token ";
 /// rotated, a variable still marked so was not written since, and is stale.
 const PENDING: &str = "[patrol: pending ";
 
-/// The id (and fingerprint, if any) a marker of this kind records: `[patrol: token 42]` or
-/// `[patrol: token 42 #0123456789abcdef]`.
-fn marked_parts(description: Option<&str>, prefix: &str) -> Option<(u64, Option<String>)> {
+/// What a marker records after its prefix: `[patrol: token 42]`, or on a readable variable
+/// `[patrol: token 42 user 7 expires 2027-12-02 #0123456789abcdef]`.
+struct Parts {
+    id: u64,
+    user_id: Option<u64>,
+    /// `Some(None)`: "expires never".
+    expires_at: Option<Option<NaiveDate>>,
+    fingerprint: Option<String>,
+}
+
+fn marked_parts(description: Option<&str>, prefix: &str) -> Option<Parts> {
     let d = description?;
     let start = d.rfind(prefix)? + prefix.len();
     let inside = d[start..].split(']').next()?;
     let mut words = inside.split_whitespace();
-    let id = words.next()?.parse().ok()?;
-    let fingerprint = words.next().and_then(|w| w.strip_prefix('#')).map(str::to_owned);
-    Some((id, fingerprint))
+    let mut parts = Parts { id: words.next()?.parse().ok()?, user_id: None, expires_at: None, fingerprint: None };
+    while let Some(word) = words.next() {
+        match word {
+            "user" => parts.user_id = words.next().and_then(|u| u.parse().ok()),
+            "expires" => {
+                parts.expires_at = words.next().and_then(|d| match d {
+                    "never" => Some(None),
+                    d => NaiveDate::parse_from_str(d, "%Y-%m-%d").ok().map(Some),
+                })
+            }
+            w => parts.fingerprint = w.strip_prefix('#').map(str::to_owned).or(parts.fingerprint),
+        }
+    }
+    Some(parts)
 }
 
 fn marked(description: Option<&str>, prefix: &str) -> Option<u64> {
-    marked_parts(description, prefix).map(|(id, _)| id)
+    marked_parts(description, prefix).map(|p| p.id)
 }
 
 /// The token id recorded in a variable's description by patrol with its secret.
@@ -219,37 +228,60 @@ pub fn pending_marker(description: Option<&str>) -> Option<u64> {
     marked(description, PENDING)
 }
 
-/// A fingerprint of token `id`'s secret, which patrol writes into its marker on a variable whose
-/// value GitLab shows: a later run that reads the value and finds the fingerprint matching knows,
-/// without authenticating as the value, that the variable still holds what patrol stored (no one
-/// changed the value since). It binds the id, so a marker edited to name another token does not
-/// match. 64 bits of SHA-256: it identifies, it cannot be turned back into the secret (GitLab's
-/// secrets carry far more randomness than that), and it is shown only where the value itself is.
-pub fn fingerprint(id: u64, secret: &str) -> String {
+/// What patrol's marker on a readable variable records about the token whose secret patrol
+/// stored there, as GitLab described that token: its id, its user and its expiry (neither of
+/// which a token ever changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub id: u64,
+    pub user_id: u64,
+    pub expires_at: Option<NaiveDate>,
+}
+
+/// A fingerprint of what patrol stored: token `stored.id`'s `secret`, with the token's user and
+/// expiry. patrol writes it into its marker on a variable whose value GitLab shows; a later run
+/// that reads the value and finds the fingerprint matching knows, without authenticating as the
+/// value, that the variable still holds what patrol stored (no one changed the value since), and
+/// for which token. It binds everything the marker says, so a marker edited to say anything
+/// else does not match. 64 bits of SHA-256: it identifies, it cannot be turned back into the
+/// secret (GitLab's secrets carry far more randomness than that), and it is shown only where the
+/// value itself is.
+pub fn fingerprint(stored: &Stored, secret: &str) -> String {
+    let expires = stored.expires_at.map_or_else(|| "never".to_owned(), |d| d.to_string());
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"patrol marker v1\0");
-    ctx.update(id.to_string().as_bytes());
-    ctx.update(b"\0");
-    ctx.update(secret.as_bytes());
+    for part in ["patrol marker v2", &stored.id.to_string(), &stored.user_id.to_string(), &expires, secret] {
+        ctx.update(part.as_bytes());
+        ctx.update(b"\0");
+    }
     ctx.finish().as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The token whose secret a readable variable provably holds: its marker names token N with a
-/// fingerprint that matches `value` for N.
-pub fn proven_marker(description: Option<&str>, value: &str) -> Option<u64> {
-    match marked_parts(description, MARKER)? {
-        (id, Some(print)) if print == fingerprint(id, value) => Some(id),
-        _ => None,
+/// What a readable variable provably holds: its marker records a token with a fingerprint that
+/// matches `value` and everything the marker says.
+pub fn proven_marker(description: Option<&str>, value: &str) -> Option<Stored> {
+    let p = marked_parts(description, MARKER)?;
+    let stored = Stored { id: p.id, user_id: p.user_id?, expires_at: p.expires_at? };
+    (p.fingerprint? == fingerprint(&stored, value)).then_some(stored)
+}
+
+/// The description with patrol's marker for token `id`, keeping any human text (GitLab allows
+/// 255); on a variable whose value GitLab shows, with what was stored and its fingerprint.
+pub fn with_marker(description: Option<&str>, id: u64, proof: Option<(&Stored, &str)>) -> String {
+    match proof {
+        Some((stored, secret)) => {
+            let expires = stored.expires_at.map_or_else(|| "never".to_owned(), |d| d.to_string());
+            let what =
+                format!("{} user {} expires {expires} #{}", stored.id, stored.user_id, fingerprint(stored, secret));
+            marking(description, MARKER, &what)
+        }
+        None => marking(description, MARKER, &id.to_string()),
     }
 }
 
-/// The description with patrol's marker for `id`, keeping any human text (GitLab allows 255);
-/// with the secret's fingerprint when the variable's value is readable (`secret`: `Some`).
-pub fn with_marker(description: Option<&str>, id: u64, secret: Option<&str>) -> String {
-    match secret {
-        Some(secret) => marking(description, MARKER, &format!("{id} #{}", fingerprint(id, secret))),
-        None => marking(description, MARKER, &id.to_string()),
-    }
+/// What to record of a newly issued token with its secret on a readable variable, when GitLab
+/// named its user.
+fn stored(issued: &IssuedToken) -> Option<Stored> {
+    Some(Stored { id: issued.token.id, user_id: issued.token.user_id?, expires_at: issued.token.expires_at })
 }
 
 /// The description with a pending marker for `id` (see [`PENDING`]).
@@ -336,7 +368,6 @@ impl Engine {
             run: lock::RunId::new(),
             locks: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
-            outdated: Mutex::new(HashSet::new()),
         }
     }
 
@@ -423,7 +454,7 @@ impl Engine {
         // two ways (a project by path and by id) lists the same tokens, revoked ones included.
         let mut owners: HashMap<u64, Vec<&str>> = HashMap::new();
         for (t, s) in tokens.iter().zip(&seen) {
-            for id in s.iter().flat_map(|s| s.family.iter().map(|x| x.id)) {
+            for id in s.iter().flat_map(|s| s.family.iter().map(|x| x.id).chain(s.hint.map(|h| h.id))) {
                 let entries = owners.entry(id).or_default();
                 if !entries.contains(&t.id.as_str()) {
                     entries.push(&t.id);
@@ -441,7 +472,9 @@ impl Engine {
                 let mut others: Vec<String> = s
                     .family
                     .iter()
-                    .flat_map(|x| owners.get(&x.id).into_iter().flatten())
+                    .map(|x| x.id)
+                    .chain(s.hint.map(|h| h.id))
+                    .flat_map(|id| owners.get(&id).into_iter().flatten())
                     .filter(|o| **o != t.id)
                     .map(|o| format!("{o:?}"))
                     .collect();
@@ -505,24 +538,26 @@ impl Engine {
     }
 
     /// Decides on what was observed; in `rotate` mode, a token that needs work is locked
-    /// (`lock.rs`), listed again under the lock where a stale look could do harm (another run
-    /// may have just finished it), then worked on (`settle`).
+    /// (`lock.rs`), listed again under the lock (another run may have just finished it), then
+    /// worked on. A token due by its marker (`due_by_marker`) is locked first and listed once,
+    /// under the lock.
     async fn work(&self, t: &ManagedToken, first: Seen, report: &mut TokenReport) -> Result<(), Failure> {
-        let decision = decide(&first.observed, &t.policy, self.options.today, self.options.force);
-        if self.options.mode == Mode::Plan || !decision.acts() {
-            return self.work_on(t, first, report).await;
-        }
-        if !self.options.lock {
-            return self.settle(t, first, report).await;
+        let hint = first.hint;
+        if hint.is_none() {
+            let decision = decide(&first.observed, &t.policy, self.options.today, self.options.force);
+            if self.options.mode == Mode::Plan || !decision.acts() || !self.options.lock {
+                return self.work_on(t, first, report).await;
+            }
         }
         let Some(holder) = lock_place(t) else {
             return Err(Failure(format!("token {:?} has no variable to store a secret in", t.id)));
         };
         // Keyed by the identity GitLab knows, so that another config or a `--self` job working
-        // on the same token meets the same lock.
-        let identity = match first.observed.current.as_ref().or(first.observed.expired.as_ref()) {
-            Some(x) => x.user_id.map(|u| lock::identity(u, &x.name)),
-            None => {
+        // on the same token meets the same lock. (A hint's user is proven by its fingerprint.)
+        let identity = match (hint, first.observed.current.as_ref().or(first.observed.expired.as_ref())) {
+            (Some(h), _) => Some(lock::identity(h.user_id, &t.name)),
+            (None, Some(x)) => x.user_id.map(|u| lock::identity(u, &x.name)),
+            (None, None) => {
                 first.family.iter().max_by_key(|x| x.id).and_then(|x| x.user_id.map(|u| lock::identity(u, &x.name)))
             }
         }
@@ -547,31 +582,20 @@ impl Engine {
             };
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).insert(t.id.clone(), held.renewer());
         // Another run that acted on this token changed its list (rotate, create and revoke all
-        // do); an unchanged list means what was observed still stands. Listing again is needed
-        // only where a stale look could do harm: the lock was contended (another run held it),
-        // the look is old, or patrol would create a token (a create is never refused for an
-        // existing one, so a token another run made meanwhile would get a twin; `overlap` and
-        // patrol's own credential renew by creating). A plain rotate of a token replaced
-        // meanwhile is refused and changes nothing (§11); `settle` then looks again.
-        let creates = match &decision {
-            Decision::Create { .. } => true,
-            Decision::Rotate { target, .. } => {
-                t.policy.strategy == Strategy::Overlap || Some(target.id) == self.options.credential_token
-            }
-            _ => true,
-        };
-        let look_again = held.contended || creates || first.at.elapsed() >= FRESH_FOR;
-        let result = if !look_again {
-            self.settle(t, first, report).await
-        } else {
-            match self.list_family(&first.home, &t.name).await {
-                Ok(now) if same_tokens(&now, &first.family) => self.settle(t, first, report).await,
+        // do); an unchanged list means what was observed still stands.
+        let result = match hint {
+            Some(hint) => match self.look_under_lock(t, first, hint).await {
+                Ok(seen) => self.work_on(t, seen, report).await,
+                Err(e) => Err(e),
+            },
+            None => match self.list_family(&first.home, &t.name).await {
+                Ok(now) if same_tokens(&now, &first.family) => self.work_on(t, first, report).await,
                 Ok(_) => match self.observe(t, true).await {
-                    Ok(again) => self.settle(t, again, report).await,
+                    Ok(again) => self.work_on(t, again, report).await,
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
-            }
+            },
         };
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&t.id);
         let held = Some(held);
@@ -603,15 +627,45 @@ impl Engine {
     /// Where the token lives, the tokens with its name, what each variable holds, and the token
     /// in use. `fresh` skips the run's shared listing, for a second look under the lock.
     async fn observe(&self, t: &ManagedToken, fresh: bool) -> Result<Seen, Failure> {
-        let at = tokio::time::Instant::now();
-        let (home, mut family) = self.locate(t).await?;
-        if fresh && self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.owner) {
-            family = self.list_family(&home, &t.name).await?;
-        }
-        let mut states = Vec::new();
+        let home = self.home(t).await?;
+        let mut read = Vec::with_capacity(t.variables.len());
         for v in &t.variables {
+            read.push(
+                self.read_variable(v)
+                    .await
+                    .map_err(|e| format!("cannot read variable {}: {e}. {}", label(v), advice(&e)))?,
+            );
+        }
+        if !fresh {
+            if let Some(hint) = self.due_by_marker(t, &home, &read) {
+                // Listed under the lock instead (`work`): listing it now as well would cost a
+                // request and prove nothing that the listing under the lock does not.
+                let states = t
+                    .variables
+                    .iter()
+                    .zip(read)
+                    .map(|(v, existing)| VariableState { target: v.clone(), existing, holds: Holds::Unknown })
+                    .collect();
+                let observed = Observed { current: None, expired: None, variables: Vec::new(), may_create: false };
+                return Ok(Seen { home, family: Vec::new(), named: Vec::new(), states, observed, hint: Some(hint) });
+            }
+        }
+        let family = self.family(t, &home, fresh).await?;
+        self.seen(t, home, family, read).await
+    }
+
+    /// The token as seen from its family (listed) and its variables (read).
+    async fn seen(
+        &self,
+        t: &ManagedToken,
+        home: TokenHome,
+        family: Vec<ApiToken>,
+        read: Vec<Option<ApiVariable>>,
+    ) -> Result<Seen, Failure> {
+        let mut states = Vec::with_capacity(read.len());
+        for (v, existing) in t.variables.iter().zip(read) {
             states.push(
-                self.observe_variable(v, &family)
+                self.variable_state(v, existing, &family)
                     .await
                     .map_err(|e| format!("cannot read variable {}: {e}. {}", label(v), advice(&e)))?,
             );
@@ -619,22 +673,49 @@ impl Engine {
         let named: Vec<ApiToken> = family.iter().filter(|x| !x.revoked).cloned().collect();
         let mut observed = self.choose(t, &named, &states)?;
         observed.may_create = t.create || !family.is_empty();
-        Ok(Seen { home, family, named, states, observed, at })
+        Ok(Seen { home, family, named, states, observed, hint: None })
     }
 
-    /// Works on the token as seen; when GitLab refuses its rotate because the token was
-    /// replaced since it was seen, looks at it again and works on what it finds, once.
-    async fn settle(&self, t: &ManagedToken, seen: Seen, report: &mut TokenReport) -> Result<(), Failure> {
-        let result = self.work_on(t, seen, report).await;
-        let outdated = self.outdated.lock().unwrap_or_else(|e| e.into_inner()).remove(&t.id);
-        if result.is_ok() || !outdated {
-            return result;
+    /// In `rotate` with the lock: the token patrol stored in every one of its variables (each
+    /// readable, each proving it by its marker's fingerprint), when that token's recorded expiry
+    /// makes it due (or `--force`). Such a token is listed only once, under the lock. A hint
+    /// only: what is done follows from that listing. patrol's own credential is not deferred.
+    fn due_by_marker(&self, t: &ManagedToken, home: &TokenHome, read: &[Option<ApiVariable>]) -> Option<Stored> {
+        if self.options.mode != Mode::Rotate || !self.options.lock || read.is_empty() {
+            return None;
         }
-        tracing::info!(token = %t.id, "the token was replaced since patrol looked at it; looking again");
-        let again = self.observe(t, true).await?;
-        report.reason.clear();
-        report.after = None;
-        self.work_on(t, again, report).await
+        let mut proven = read.iter().map(|v| {
+            let v = v.as_ref()?;
+            proven_marker(v.description.as_deref(), v.value.as_ref()?.expose())
+        });
+        let first = proven.next()??;
+        if !proven.all(|p| p == Some(first)) || Some(first.id) == self.options.credential_token {
+            return None;
+        }
+        // A personal token's or service account's user is known from the lookup: it must match.
+        let owner = match home {
+            TokenHome::Personal { user_id } | TokenHome::ServiceAccount { user_id, .. } => Some(*user_id),
+            _ => None,
+        };
+        if owner.is_some_and(|u| u != first.user_id) {
+            return None;
+        }
+        let due = self.options.force
+            || first.expires_at.is_some_and(|d| (d - self.options.today).num_days() <= t.policy.rotate_before_days);
+        due.then_some(first)
+    }
+
+    /// Under the lock, the token a hint deferred: its family listed now, its variables as read
+    /// before. When the listing shows another active token than the hint's (another run or a
+    /// person changed it since), everything is observed afresh.
+    async fn look_under_lock(&self, t: &ManagedToken, first: Seen, hint: Stored) -> Result<Seen, Failure> {
+        let family = self.list_family(&first.home, &t.name).await?;
+        let active: Vec<u64> = family.iter().filter(|x| x.active).map(|x| x.id).collect();
+        if active != [hint.id] {
+            return self.observe(t, true).await;
+        }
+        let read = first.states.into_iter().map(|s| s.existing).collect();
+        self.seen(t, first.home, family, read).await
     }
 
     async fn work_on(&self, t: &ManagedToken, seen: Seen, report: &mut TokenReport) -> Result<(), Failure> {
@@ -722,9 +803,8 @@ impl Engine {
         ))
     }
 
-    /// Finds where the token lives and every token there with exactly its name, revoked ones
-    /// too (GitLab's `search` is fuzzy, §10). Lookups are shared between the tokens of a run.
-    async fn locate(&self, t: &ManagedToken) -> Result<(TokenHome, Vec<ApiToken>), Failure> {
+    /// Finds where the token lives. Lookups are shared between the tokens of a run.
+    async fn home(&self, t: &ManagedToken) -> Result<TokenHome, Failure> {
         let home =
             match &t.owner {
                 Owner::User(username) => {
@@ -753,7 +833,14 @@ impl Engine {
                 Owner::Project(p) => TokenHome::Project(p.clone()),
                 Owner::Group(g) => TokenHome::Group(g.clone()),
             };
-        let shared = self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.owner);
+        Ok(home)
+    }
+
+    /// Every token of `home` with exactly `t`'s name, revoked ones too: from the owner's one
+    /// listing shared by its tokens in this run, unless `fresh`.
+    async fn family(&self, t: &ManagedToken, home: &TokenHome, fresh: bool) -> Result<Vec<ApiToken>, Failure> {
+        let home = home.clone();
+        let shared = !fresh && self.cache.shared.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.owner);
         let family = if shared {
             let all = cached(&self.cache.listings, home.clone(), async {
                 self.client()
@@ -766,7 +853,7 @@ impl Engine {
         } else {
             self.list_family(&home, &t.name).await?
         };
-        Ok((home, family))
+        Ok(family)
     }
 
     /// Every token of `home` with exactly this name, revoked ones too.
@@ -784,12 +871,8 @@ impl Engine {
         Ok(self.list_family(home, name).await?.into_iter().filter(|t| !t.revoked).collect())
     }
 
-    /// What a variable holds. A readable value is identified by patrol's marker when its
-    /// fingerprint proves the value is what patrol stored for a token of `family` (this entry's
-    /// tokens as GitLab lists them, whose state the listing gives), else by authenticating as
-    /// it; a hidden one by patrol's marker. A live token outside `family` belongs to another
-    /// identity.
-    async fn observe_variable(&self, v: &VariableTarget, family: &[ApiToken]) -> Result<VariableState, GitlabError> {
+    /// One configured variable as GitLab has it, in its scope; `None` when it does not exist.
+    async fn read_variable(&self, v: &VariableTarget) -> Result<Option<ApiVariable>, GitlabError> {
         let existing = self.client().variable(&v.holder, &v.key, &v.environment_scope).await?;
         if let Some(found) = existing.as_ref().filter(|x| x.environment_scope != v.environment_scope) {
             // A GitLab without `filter` for group variables (before 16.9, §3.2) answers another
@@ -803,13 +886,28 @@ impl Engine {
                 ),
             });
         }
+        Ok(existing)
+    }
+
+    /// What a variable read by [`Engine::read_variable`] holds, against `family` (this entry's
+    /// tokens as GitLab lists them). A readable value is identified by patrol's marker when its
+    /// fingerprint proves the value is what patrol stored for a token of `family` (whose state
+    /// the listing gives), else by authenticating as it; a hidden one by patrol's marker. A live
+    /// token outside `family` belongs to another identity.
+    async fn variable_state(
+        &self,
+        v: &VariableTarget,
+        existing: Option<ApiVariable>,
+        family: &[ApiToken],
+    ) -> Result<VariableState, GitlabError> {
         let foreign = |id: u64, name: Option<String>| Holds::Foreign { id, name };
         let holds = match &existing {
             None => Holds::Missing,
             Some(var) => match &var.value {
                 Some(value)
-                    if let Some(known) = proven_marker(var.description.as_deref(), value.expose())
-                        .and_then(|id| family.iter().find(|x| x.id == id)) =>
+                    if let Some(known) = proven_marker(var.description.as_deref(), value.expose()).and_then(|p| {
+                        family.iter().find(|x| x.id == p.id && x.user_id.is_none_or(|u| u == p.user_id))
+                    }) =>
                 {
                     if known.active {
                         Holds::Token(known.id)
@@ -974,7 +1072,7 @@ impl Engine {
         // Store it everywhere before doing anything else with it.
         let mut write_failures = Vec::new();
         for (state, out) in states.iter_mut().zip(report.variables.iter_mut()) {
-            match self.write(state, &issued).await {
+            match self.write(t, state, &issued).await {
                 Ok(()) => out.outcome = VariableOutcome::Written,
                 Err(e) => {
                     out.outcome = VariableOutcome::Failed;
@@ -1104,9 +1202,6 @@ impl Engine {
                 continue;
             }
             if !error.outcome_unknown() {
-                if error.already_revoked() {
-                    self.outdated.lock().unwrap_or_else(|e| e.into_inner()).insert(t.id.clone());
-                }
                 return Err(Failure(format!("GitLab refused to rotate token {}: {error}. {}", old.id, advice(&error))));
             }
             tracing::warn!(token_id = old.id, %error, "rotate answer lost; reading GitLab's state");
@@ -1290,7 +1385,7 @@ impl Engine {
 
     /// Stores the secret in one variable, changing only its value (and patrol's marker), or
     /// creating it masked, hidden and raw. Transient failures are retried within the budget.
-    async fn write(&self, s: &mut VariableState, issued: &IssuedToken) -> Result<(), GitlabError> {
+    async fn write(&self, t: &ManagedToken, s: &mut VariableState, issued: &IssuedToken) -> Result<(), GitlabError> {
         let v = &s.target;
         let id = issued.token.id;
         let mut pause = WritePause::new(self.options.write_budget);
@@ -1300,8 +1395,9 @@ impl Engine {
                 let existing = s.existing.as_ref();
                 // A readable value gets the secret's fingerprint in the marker: the next run then
                 // knows what it holds without authenticating as it.
-                let readable = existing.is_some_and(|e| !e.hidden).then(|| issued.secret.expose());
-                let description = with_marker(existing.and_then(|e| e.description.as_deref()), id, readable);
+                let proof = stored(issued).filter(|_| existing.is_some_and(|e| !e.hidden));
+                let proof = proof.as_ref().map(|p| (p, issued.secret.expose()));
+                let description = with_marker(existing.and_then(|e| e.description.as_deref()), id, proof);
                 self.client()
                     .store_in_variable(&v.holder, &v.key, &v.environment_scope, &issued.secret, &description)
                     .await
@@ -1360,6 +1456,12 @@ impl Engine {
                     }
                 }
                 Err(e) => {
+                    // A write whose answer was lost may still land until GitLab's deadline (§12):
+                    // the lock stays until then, so that no other run rotates and writes a newer
+                    // secret that this late write would overwrite.
+                    if e.outcome_unknown() {
+                        self.in_flight(t, tokio::time::Instant::now());
+                    }
                     if !pause.before_retry(&e, &label(v)).await {
                         return Err(e);
                     }
@@ -1694,7 +1796,8 @@ mod tests {
         assert_eq!(with_marker(Some("CI token [patrol: token 4]"), 5, None), "CI token [patrol: token 5]");
         let long = "x".repeat(300);
         assert_eq!(with_marker(Some(&long), 123, None).chars().count(), 255);
-        assert_eq!(with_marker(Some(&long), 123, Some("glpat-secret")).chars().count(), 255);
+        let stored = Stored { id: 123, user_id: 4567, expires_at: NaiveDate::from_ymd_opt(2027, 12, 2) };
+        assert_eq!(with_marker(Some(&long), 123, Some((&stored, "glpat-secret"))).chars().count(), 255);
         assert_eq!(marker(Some("CI token [patrol: token 42]")), Some(42));
         assert_eq!(marker(Some("no marker")), None);
         // A pending marker is not patrol's marker, and writing the secret replaces it.
@@ -1706,20 +1809,32 @@ mod tests {
     }
 
     /// The fingerprint is part of what one patrol version writes and another reads: its text is
-    /// fixed. Expected values worked out outside this code (Python: `hashlib.sha256(b"patrol
-    /// marker v1\x00" + b"42" + b"\x00" + b"glpat-abc").hexdigest()[:16]`).
+    /// fixed. Expected value worked out outside this code (Python: `h = hashlib.sha256(); for p in
+    /// [b"patrol marker v2", b"42", b"7", b"2027-12-02", b"glpat-abc"]: h.update(p + b"\x00")`,
+    /// then the first 16 hex digits).
     #[test]
-    fn a_fingerprinted_marker_proves_only_the_value_and_token_it_was_made_for() {
-        assert_eq!(fingerprint(42, "glpat-abc"), "48beeb825bc91b87");
-        let written = with_marker(Some("deploys"), 42, Some("glpat-abc"));
-        assert_eq!(written, format!("deploys [patrol: token 42 #{}]", fingerprint(42, "glpat-abc")));
-        assert_eq!(marker(Some(&written)), Some(42), "older readers still find the id");
-        assert_eq!(proven_marker(Some(&written), "glpat-abc"), Some(42));
+    fn a_fingerprinted_marker_proves_only_what_it_was_made_for() {
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+        let stored = Stored { id: 42, user_id: 7, expires_at: day("2027-12-02") };
+        assert_eq!(fingerprint(&stored, "glpat-abc"), "2fe7d65ae3bfd013");
+        let written = with_marker(Some("deploys"), 42, Some((&stored, "glpat-abc")));
+        assert_eq!(
+            written,
+            format!("deploys [patrol: token 42 user 7 expires 2027-12-02 #{}]", fingerprint(&stored, "glpat-abc"))
+        );
+        assert_eq!(marker(Some(&written)), Some(42), "the id reads as before");
+        assert_eq!(proven_marker(Some(&written), "glpat-abc"), Some(stored));
         assert_eq!(proven_marker(Some(&written), "glpat-abd"), None, "another value");
-        let renamed = written.replace("token 42 ", "token 43 ");
-        assert_eq!(proven_marker(Some(&renamed), "glpat-abc"), None, "a marker edited to name another token");
+        for (from, to) in [("token 42 ", "token 43 "), ("user 7 ", "user 8 "), ("2027-12-02", "2026-12-03")] {
+            let edited = written.replace(from, to);
+            assert_eq!(proven_marker(Some(&edited), "glpat-abc"), None, "a marker edited to say {to}");
+        }
         assert_eq!(proven_marker(Some("[patrol: token 42]"), "glpat-abc"), None, "no fingerprint, no proof");
-        assert!(!written.contains("glpat-abc") && !written.contains("abc]"));
+        let never = Stored { expires_at: None, ..stored };
+        let written = with_marker(None, 42, Some((&never, "glpat-abc")));
+        assert!(written.contains(" expires never #"), "{written}");
+        assert_eq!(proven_marker(Some(&written), "glpat-abc"), Some(never));
+        assert!(!written.contains("glpat-abc"));
     }
 
     #[test]

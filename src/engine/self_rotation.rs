@@ -544,8 +544,9 @@ async fn store(
     budget: Duration,
 ) -> Result<(), GitlabError> {
     let mut pause = WritePause::new(budget);
-    let readable = existing.value.is_some().then(|| issued.secret.expose());
-    let description = with_marker(existing.description.as_deref(), issued.token.id, readable);
+    let proof = super::stored(issued).filter(|_| existing.value.is_some());
+    let proof = proof.as_ref().map(|p| (p, issued.secret.expose()));
+    let description = with_marker(existing.description.as_deref(), issued.token.id, proof);
     loop {
         match fresh.store_in_variable(&v.holder, &v.key, &v.environment_scope, &issued.secret, &description).await {
             Ok(_) => return Ok(()),

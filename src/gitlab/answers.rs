@@ -23,12 +23,6 @@ impl GitlabError {
         self.status() == Some(400) && self.message().contains("has already been taken")
     }
 
-    /// A rotate refused because its target was revoked meanwhile: 400 `Token already revoked`
-    /// (§1.4; §11: nothing else changes when the credential is another, valid one).
-    pub fn already_revoked(&self) -> bool {
-        self.status() == Some(400) && self.message().to_ascii_lowercase().contains("already revoked")
-    }
-
     /// A pipeline create refused because the branch or tag does not exist (§11: 400, the
     /// pipeline's validation error `Reference not found`).
     pub fn ref_not_found(&self) -> bool {

@@ -193,7 +193,7 @@ async fn a_run_that_cannot_learn_the_outcome_keeps_its_lock_until_the_deadline()
             "/api/v4/groups/*/service_accounts/*/personal_access_tokens",
             FaultAction::Status { status: 500 },
         )
-        .skip(1),
+        .skip(2),
     );
     let env = [("PATROL_TIMEOUT", "0.5"), ("PATROL_REQUEST_DEADLINE_SECONDS", "4"), ("PATROL_RETRY_SECONDS", "1")];
     let first = u.patrol_with(&["rotate", "--only", "service"], &env).await;
