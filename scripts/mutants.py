@@ -334,8 +334,8 @@ MUTATIONS = [
         "fingerprint-unchecked",
         "a marker proves what a readable variable holds only with a fingerprint of its value",
         "src/engine/mod.rs",
-        "        (id, Some(print)) if print == fingerprint(id, value) => Some(id),",
-        "        (id, Some(_)) => Some(id),",
+        "    (p.fingerprint? == fingerprint(&stored, value)).then_some(stored)",
+        "    p.fingerprint.map(|_| stored)",
         ROTATION + ["markers::a_value_replaced"],
     ),
     Mutation(

@@ -273,41 +273,46 @@ async fn a_token_another_run_rotated_after_this_run_looked_is_looked_at_again() 
 }
 
 /// The same race for a token due by its marker, which a run lists only under the lock: the
-/// listing there shows another active token than the marker's, so the run looks again and works
-/// on what GitLab has now, never on the token the other run replaced. (With `--force` both runs
-/// rotate, one after the other, each the token then in use.)
+/// listing there shows another active token than the marker's, so the run looks again and finds
+/// the token done, never acting on what it read before the lock (its variable then held the
+/// token the other run replaced, which would look stale and be "repaired" by rotating the other
+/// run's new token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_due_by_its_marker_is_listed_under_the_lock_and_a_change_there_is_seen() {
     use patrol::simulator::{Fault, FaultAction};
     let u = Universe::new(fleet(), FLEET_CONFIG).await;
-    let first = u.patrol(&["rotate", "--only", "service"]).await;
-    assert_eq!(first.code, 0, "{}\n{}", first.stdout, tail(&first.stderr));
-    let marked = u.variable("SA_TOKEN", "*").and_then(|v| v.description).unwrap_or_default();
-    assert!(marked.contains(" expires ") && marked.contains(" #"), "{marked}");
-
+    // As patrol left it a year ago: the variable carries its marker, and the token is due.
+    u.sim.with_world(|w| {
+        let soon = w.today() + chrono::Duration::days(5);
+        let token = w.tokens.values_mut().find(|t| t.name == "inventory");
+        let Some(token) = token else { panic!("no inventory token") };
+        token.expires_at = Some(soon);
+        let stored = patrol::engine::Stored { id: token.id, user_id: token.user_id, expires_at: token.expires_at };
+        let secret = token.secret.clone();
+        let v = w.variables.iter_mut().find(|v| v.key == "SA_TOKEN");
+        let Some(v) = v else { panic!("no SA_TOKEN") };
+        v.description = Some(patrol::engine::with_marker(None, stored.id, Some((&stored, &secret))));
+    });
     u.sim.inject(Fault::new(Some("POST"), "/api/v4/groups/*/variables", FaultAction::Gated).times(1));
     let from = u.sim.requests().len();
-    let (cmd, files) = u.command(&["rotate", "--only", "service", "--force"], &[]).unwrap_or_else(|e| panic!("{e}"));
+    let (cmd, files) = u.command(&["rotate", "--only", "service"], &[]).unwrap_or_else(|e| panic!("{e}"));
     let gated = tokio::task::spawn_blocking(move || { cmd }.output());
     u.sim.wait_gated(1).await;
-    // The gated run has not listed the token: its marker said it was due (`--force`).
     let listed = u.sim.requests()[from..].iter().filter(|r| r.path.ends_with("/personal_access_tokens")).count();
     assert_eq!(listed, 0, "a token due by its marker is listed only under the lock");
-    let other = u.patrol(&["rotate", "--only", "service", "--force"]).await;
+    let other = u.patrol(&["rotate", "--only", "service"]).await;
     assert_eq!(other.code, 0, "{}\n{}", other.stdout, tail(&other.stderr));
+    assert_eq!(outcomes(&other), vec![("service".to_owned(), "rotated".to_owned())]);
+    let done = u.active("inventory");
     u.sim.open_gate();
     let output = gated.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("cannot run patrol: {e}"));
     let gated = u.finish(output, &files);
     assert_eq!(gated.code, 0, "{}\n{}", gated.stdout, tail(&gated.stderr));
-    let rotates: Vec<u16> = u.sim.requests()[from..]
-        .iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("/rotate"))
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(rotates, vec![200, 200], "each run rotated the token then in use; none a revoked one");
+    assert_eq!(outcomes(&gated), vec![("service".to_owned(), "unchanged".to_owned())], "{}", gated.report);
+    let rotates = u.sim.requests()[from..].iter().filter(|r| r.method == "POST" && r.path.ends_with("/rotate")).count();
+    assert_eq!(rotates, 1, "only the other run rotated");
     assert!(u.sim.reuse_detections().is_empty());
-    let now = u.active("inventory");
-    assert_eq!(now.len(), 1);
-    assert_eq!(u.variable_holds("SA_TOKEN", "*"), Some(now[0]));
+    assert_eq!(u.active("inventory"), done);
+    assert_eq!(u.variable_holds("SA_TOKEN", "*"), done.first().copied());
     assert_eq!(locks_left(&u), Vec::<String>::new());
 }
