@@ -206,12 +206,12 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| fail(&format!("{} is not JSON: {e}", path.display())))
 }
 
-/// The ids a rotate's `--report` (schema_version 1) says it rotated, after checking that its
+/// The ids a rotate's `--report` (schema_version 2) says it rotated, after checking that its
 /// summary counts the same and that no token failed.
 fn rotated_in_report(path: &Path) -> Vec<String> {
     let report = read_json(path);
-    if report["schema_version"] != 1 {
-        fail(&format!("{}: schema_version {}, expected 1", path.display(), report["schema_version"]));
+    if report["schema_version"] != 2 {
+        fail(&format!("{}: schema_version {}, expected 2", path.display(), report["schema_version"]));
     }
     let Some(tokens) = report["tokens"].as_array() else { fail(&format!("{}: no tokens array", path.display())) };
     let with = |outcome: &str| -> Vec<String> {

@@ -19,11 +19,13 @@ pub mod lock;
 pub mod notify;
 pub mod self_rotation;
 
+use crate::config::PipelineAction as PipelineActionConfig;
 use crate::config::{ManagedToken, Owner, PipelineAction as Action, Strategy, VariableTarget};
 use crate::gitlab::model::{ApiPipeline, ApiToken, ApiUser, ApiVariable, IssuedToken};
 use crate::gitlab::{Client, GitlabError, TokenHome};
 use crate::report::{
-    After, Before, Outcome, PipelineAction, PipelineReport, TokenReport, VariableOutcome, VariableReport,
+    Action as Planned, After, Before, Outcome, PipelineAction, PipelineReport, TokenReport, VariableOutcome,
+    VariableReport,
 };
 use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 use decide::{decide, Decision, Holds, Observed, Why};
@@ -422,7 +424,7 @@ impl Engine {
         let mut reports: Vec<(usize, TokenReport)> = order.into_iter().zip(reports).collect();
         if let Some((i, t, seen)) = last {
             let mut report = self.process(t, Step::Work(seen)).await;
-            if matches!(report.outcome, Outcome::Rotated | Outcome::Repaired) {
+            if matches!(report.outcome, Outcome::Rotated | Outcome::Created | Outcome::Repaired) {
                 report.reason.push_str(
                     "; this is patrol's own credential, so it was rotated last and the run finished with the new secret",
                 );
@@ -514,6 +516,7 @@ impl Engine {
             kind: t.kind.as_str().into(),
             name: t.name.clone(),
             outcome: Outcome::Failed,
+            action: None,
             reason: String::new(),
             before: None,
             after: None,
@@ -719,19 +722,27 @@ impl Engine {
     }
 
     async fn work_on(&self, t: &ManagedToken, seen: Seen, report: &mut TokenReport) -> Result<(), Failure> {
-        let Seen { home, named, mut states, observed, .. } = seen;
+        let Seen { home, family, named, mut states, observed, .. } = seen;
         report.before = observed.current.as_ref().or(observed.expired.as_ref()).map(|c| Before {
             token_id: c.id,
             expires_at: c.expires_at,
             active: c.active,
         });
         let decision = decide(&observed, &t.policy, self.options.today, self.options.force);
+        report.action = match &decision {
+            Decision::Unchanged { .. } => Some(Planned::Nothing),
+            Decision::Rotate { why: Why::Due, .. } => Some(Planned::Rotate),
+            Decision::Rotate { why: Why::OutOfSync, .. } => Some(Planned::Repair),
+            Decision::Create { .. } if family.is_empty() => Some(Planned::Create),
+            Decision::Create { .. } => Some(Planned::Recreate),
+            Decision::Refuse { .. } | Decision::Unknown => None,
+        };
         match &decision {
-            Decision::Unchanged { reason } => tracing::info!(%reason, "unchanged"),
-            Decision::Rotate { target, reason, .. } => tracing::info!(token_id = target.id, %reason, "will rotate"),
-            Decision::Create { reason } => tracing::info!(%reason, "will create"),
-            Decision::Refuse { reason } => tracing::info!(%reason, "refused"),
-            Decision::Unknown => tracing::info!("no such token"),
+            Decision::Rotate { target, reason, .. } => {
+                tracing::debug!(token_id = target.id, %reason, "decided to rotate")
+            }
+            Decision::Create { reason } => tracing::debug!(%reason, "decided to create"),
+            _ => {}
         }
         report.variables = states.iter().map(|s| variable_report(&s.target)).collect();
         let (why, reason) = match &decision {
@@ -755,10 +766,20 @@ impl Engine {
             for v in &mut report.variables {
                 v.outcome = VariableOutcome::WouldWrite;
             }
+            for (p, out) in t.pipelines.iter().zip(report.pipelines.iter_mut()) {
+                out.action = match p.action {
+                    PipelineActionConfig::Retry => PipelineAction::WouldRetry,
+                    PipelineActionConfig::Create => PipelineAction::WouldStart,
+                };
+            }
             return Ok(());
         }
         self.act(t, &home, &named, &decision, &mut states, report).await?;
-        report.outcome = if why == Why::Due { Outcome::Rotated } else { Outcome::Repaired };
+        report.outcome = match (&decision, why) {
+            (Decision::Create { .. }, _) => Outcome::Created,
+            (_, Why::Due) => Outcome::Rotated,
+            (_, Why::OutOfSync) => Outcome::Repaired,
+        };
         Ok(())
     }
 
@@ -1062,7 +1083,11 @@ impl Engine {
             report.reason.push_str(&note);
         }
         report.after = Some(After { token_id: issued.token.id, expires_at: issued.token.expires_at });
-        tracing::info!(new_token = issued.token.id, expires_at = ?issued.token.expires_at, "new secret issued");
+        tracing::info!(
+            new_token = issued.token.id,
+            expires_at = %issued.token.expires_at.map_or_else(|| "never".to_owned(), |d| d.to_string()),
+            "new secret issued"
+        );
         // patrol's own credential (worked on last in a run): the old secret stops working now, so
         // storing, verifying and cleaning up continue with the new one.
         if target.as_ref().is_some_and(|x| Some(x.id) == self.options.credential_token) {
@@ -1491,8 +1516,9 @@ impl Engine {
     /// token left unchanged still owes its pipelines the retry they missed when the run that
     /// stored it was cut short (`stored_since`).
     async fn pipelines(&self, tokens: &[ManagedToken], reports: &mut [TokenReport]) {
-        let acts =
-            |r: &TokenReport| matches!(r.outcome, Outcome::Rotated | Outcome::Repaired) || r.stored_since.is_some();
+        let acts = |r: &TokenReport| {
+            matches!(r.outcome, Outcome::Rotated | Outcome::Created | Outcome::Repaired) || r.stored_since.is_some()
+        };
         let mut blocked: HashSet<(&str, &str)> = HashSet::new();
         for (t, r) in tokens.iter().zip(reports.iter()) {
             if r.outcome == Outcome::Failed {

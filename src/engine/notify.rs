@@ -50,7 +50,7 @@ pub async fn notify(client: &Client, section: &NotifySection, reports: &[TokenRe
                 .comment_issue(&section.project, i.iid, &failure_text(r, run))
                 .await
                 .map(|()| format!("{}: commented on tracking issue {}", r.id, link(i))),
-            (Outcome::Rotated | Outcome::Repaired | Outcome::Unchanged, Some(i)) => {
+            (Outcome::Rotated | Outcome::Created | Outcome::Repaired | Outcome::Unchanged, Some(i)) => {
                 let comment = format!(
                     "Resolved by {run}: token `{}` is **{}** ({}).\n\n```\n{}\n```\n\nClosing this issue.",
                     r.id,

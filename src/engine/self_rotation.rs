@@ -69,6 +69,7 @@ pub async fn rotate_self(client: &Client, target: &SelfTarget, options: &Options
         }
     };
     let mut report = TokenReport {
+        action: None,
         id: target.var.clone(),
         kind: "personal".into(),
         name: me.name.clone(),
@@ -384,7 +385,7 @@ async fn locked(
     let expires_at = today + Days::days(target.expires_in_days);
     let issued = obtain(run, expires_at, report).await?;
     report.after = Some(After { token_id: issued.token.id, expires_at: issued.token.expires_at });
-    tracing::info!(new_token = issued.token.id, expires_at = ?issued.token.expires_at, "new secret issued");
+    tracing::info!(new_token = issued.token.id, expires_at = %issued.token.expires_at.map_or_else(|| "never".to_owned(), |d| d.to_string()), "new secret issued");
 
     // From here on the old secret is revoked: act as the new token.
     let fresh = client.with_credential(issued.secret.clone());

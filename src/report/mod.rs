@@ -1,6 +1,12 @@
-//! What a run reports: the JSON report (schema_version 1), the JUnit file, and the text lines
-//! on stdout. Nothing here ever holds a secret: reports are built from ids, dates and GitLab's
+//! What a run reports: the JSON report (schema_version 2), the JUnit file, and the text on
+//! stdout. Nothing here ever holds a secret: reports are built from ids, dates and GitLab's
 //! error messages only.
+//!
+//! Schema version 2 (issue 15) against 1: a token's `outcome` may be `created` (a token made
+//! anew, by creating it, where 1 said `rotated`), and `summary.created` counts them; each token
+//! has `action`, what patrol decided (`rotate`, `recreate`, `create`, `repair`, `nothing`, or
+//! `null` when it failed before deciding), in `plan` as in `rotate`; a pipeline's `action` may be
+//! `would-retry` or `would-start` in `plan`.
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
@@ -9,6 +15,8 @@ use serde::Serialize;
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Rotated,
+    /// A token made anew (recreated, or created for the first time), not rotated.
+    Created,
     Repaired,
     Unchanged,
     Due,
@@ -19,10 +27,40 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Rotated => "rotated",
+            Outcome::Created => "created",
             Outcome::Repaired => "repaired",
             Outcome::Unchanged => "unchanged",
             Outcome::Due => "due",
             Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// What patrol decided for a token: in `plan`, what `rotate` would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Rotate the token in use (due, or `--force`).
+    Rotate,
+    /// Create it again: GitLab has had it, but none is active or can be rotated.
+    Recreate,
+    /// Create it for the first time (`create = true`).
+    Create,
+    /// Not due, but a variable does not hold it: renew it and store it everywhere.
+    Repair,
+    /// Nothing to do.
+    Nothing,
+}
+
+impl Action {
+    /// In `plan`'s words: what `rotate` would do.
+    pub fn planned(self) -> &'static str {
+        match self {
+            Action::Rotate => "would rotate",
+            Action::Recreate => "would recreate",
+            Action::Create => "would create",
+            Action::Repair => "would repair",
+            Action::Nothing => "nothing to do",
         }
     }
 }
@@ -42,6 +80,10 @@ pub enum PipelineAction {
     Retried,
     Created,
     Skipped,
+    /// `plan`: `rotate` would retry it if its latest run failed.
+    WouldRetry,
+    /// `plan`: `rotate` would start a pipeline on the ref.
+    WouldStart,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,6 +140,8 @@ pub struct TokenReport {
     pub kind: String,
     pub name: String,
     pub outcome: Outcome,
+    /// What patrol decided; `None` when it failed before deciding.
+    pub action: Option<Action>,
     pub reason: String,
     pub before: Option<Before>,
     pub after: Option<After>,
@@ -115,6 +159,7 @@ pub struct TokenReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub rotated: usize,
+    pub created: usize,
     pub repaired: usize,
     pub unchanged: usize,
     pub due: usize,
@@ -127,6 +172,7 @@ impl Summary {
         for t in tokens {
             match t.outcome {
                 Outcome::Rotated => s.rotated += 1,
+                Outcome::Created => s.created += 1,
                 Outcome::Repaired => s.repaired += 1,
                 Outcome::Unchanged => s.unchanged += 1,
                 Outcome::Due => s.due += 1,
@@ -158,7 +204,7 @@ impl RunReport {
     /// The report of a run that started at `started_at` and ends now.
     pub fn new(command: &str, started_at: DateTime<Utc>, gitlab_url: String, tokens: Vec<TokenReport>) -> RunReport {
         RunReport {
-            schema_version: 1,
+            schema_version: 2,
             command: command.into(),
             started_at,
             finished_at: Utc::now(),
@@ -237,20 +283,62 @@ fn date(d: Option<NaiveDate>) -> String {
     d.map(|d| d.to_string()).unwrap_or_else(|| "never".into())
 }
 
-/// The stdout line for one token: `[2/5] inventory: rotated — expires 2026-12-03, within 30
-/// days; new expiry 2027-11-28`.
+/// The stdout line for one token: `[2/5] inventory: rotated: expires 2026-12-03, within 30
+/// days; new token 19 expires 2027-11-28`; in `plan`, what `rotate` would do
+/// (`[2/5] inventory: would rotate: …`); a failure says why, once.
 pub fn progress_line(done: usize, total: usize, t: &TokenReport) -> String {
-    let expiry = t.after.as_ref().map(|a| format!("; new expiry {}", date(a.expires_at))).unwrap_or_default();
-    let error = match (&t.outcome, &t.error) {
-        (Outcome::Failed, Some(e)) => format!(" — {e}"),
-        _ => String::new(),
+    let what = match (t.outcome, t.action) {
+        (Outcome::Due, Some(action)) => action.planned(),
+        (outcome, _) => outcome.as_str(),
     };
-    format!("[{done}/{total}] {}: {} — {}{expiry}{error}", t.id, t.outcome.as_str(), t.reason)
+    let after = t
+        .after
+        .as_ref()
+        .map(|a| format!("; new token {} expires {}", a.token_id, date(a.expires_at)))
+        .unwrap_or_default();
+    let why = match (&t.outcome, &t.error) {
+        (Outcome::Failed, Some(e)) if t.reason.is_empty() => e.clone(),
+        (Outcome::Failed, Some(e)) => format!("{}; {e}", t.reason),
+        _ => t.reason.clone(),
+    };
+    format!("[{done}/{total}] {}: {what}: {why}{after}", t.id)
+}
+
+/// What was done for one token besides the token itself, one indented line each: the variables
+/// written (or, in `plan`, that would be), and the pipelines retried or started and how they
+/// ended (or would be). Empty when nothing was or would be done.
+pub fn block(t: &TokenReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    for v in &t.variables {
+        let done = match v.outcome {
+            VariableOutcome::Written => "wrote",
+            VariableOutcome::WouldWrite => "would write",
+            VariableOutcome::Failed => "could not write",
+            VariableOutcome::Unchanged => continue,
+        };
+        let err = v.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        lines.push(format!("    {done} {} {} {} [{}]{err}", v.scope, v.path, v.key, v.environment_scope));
+    }
+    for p in &t.pipelines {
+        let done = match p.action {
+            PipelineAction::Retried => "retried",
+            PipelineAction::Created => "started",
+            PipelineAction::WouldRetry => "would retry (if its latest run failed)",
+            PipelineAction::WouldStart => "would start",
+            PipelineAction::Skipped if p.error.is_some() => "could not retry or start",
+            PipelineAction::Skipped => continue,
+        };
+        let id = p.pipeline_id.map(|i| format!(" #{i}")).unwrap_or_default();
+        let status = p.status.as_deref().map(|s| format!(", {s}")).unwrap_or_default();
+        let err = p.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        lines.push(format!("    {done} pipeline {} {}{id}{status}{err}", p.project, p.reference));
+    }
+    lines
 }
 
 pub fn totals_line(s: &Summary) -> String {
     format!(
-        "patrol: {} rotated, {} repaired, {} unchanged, {} due, {} failed",
-        s.rotated, s.repaired, s.unchanged, s.due, s.failed
+        "patrol: {} rotated, {} created, {} repaired, {} unchanged, {} due, {} failed",
+        s.rotated, s.created, s.repaired, s.unchanged, s.due, s.failed
     )
 }

@@ -57,7 +57,11 @@ async fn every_kind_is_rotated_stored_verified_and_its_pipeline_passes() {
     assert_eq!(run.report["tokens"][1]["pipelines"][0]["status"], "success");
     assert_eq!(run.report["summary"]["rotated"], 4);
     assert!(run.junit.contains("<testcase") && run.junit.matches("<testcase").count() == 4, "{}", run.junit);
-    assert!(run.stdout.contains("patrol: 4 rotated, 0 repaired, 0 unchanged, 0 due, 0 failed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("patrol: 4 rotated, 0 created, 0 repaired, 0 unchanged, 0 due, 0 failed"),
+        "{}",
+        run.stdout
+    );
     assert!(u.sim.reuse_detections().is_empty());
 
     // A second run right after changes nothing and writes nothing.
@@ -355,13 +359,13 @@ async fn patrol_demo_tells_the_story_and_exits_0() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}");
     for expected in [
-        "inventory: due",
-        "reports: due — expired on",
+        "inventory: would rotate: expires",
+        "reports: would rotate: expired on",
         "inventory: rotated",
         "scanner: unchanged",
         "retried",
         "security/reports main: pipeline",
-        "2 rotated, 0 repaired, 1 unchanged, 0 due, 0 failed",
+        "2 rotated, 0 created, 0 repaired, 1 unchanged, 0 due, 0 failed",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
