@@ -539,6 +539,42 @@ async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
 }
 
 #[cfg(test)]
+mod tuning_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tuning(request_deadline: Option<u64>, lock_lease: u64) -> Tuning {
+        Tuning {
+            write_budget: Duration::from_secs(7),
+            request_deadline: request_deadline.map(Duration::from_secs),
+            lock_lease: Duration::from_secs(lock_lease),
+            lock: Switch::Off,
+        }
+    }
+
+    /// The request deadline: the flag or its variable (clap has put either in `Tuning`), else
+    /// the config file, else 90 s; a lock outlasts one and a half deadlines.
+    #[test]
+    fn settings_come_from_the_flag_then_the_config_then_the_default() {
+        let config = Config::parse(
+            Path::new("patrol.toml"),
+            &crate::config::tests::GOOD.replace("[gitlab]\n", "[gitlab]\nrequest_deadline_seconds = 40\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let tuned = |t: Option<&Tuning>, c: Option<&Config>| {
+            let mut o = Options::new(Mode::Rotate, today());
+            tune(&mut o, t, c);
+            (o.request_deadline.as_secs(), o.lock_lease.as_secs(), o.write_budget.as_secs(), o.lock)
+        };
+        assert_eq!(tuned(Some(&tuning(Some(5), 200)), Some(&config)), (5, 200, 7, false), "the flag");
+        assert_eq!(tuned(Some(&tuning(None, 200)), Some(&config)), (40, 200, 7, false), "the config");
+        assert_eq!(tuned(Some(&tuning(None, 200)), None), (90, 200, 7, false), "the default");
+        assert_eq!(tuned(Some(&tuning(Some(100), 1)), None), (100, 150, 7, false), "a lease outlasts the deadline");
+        assert_eq!(tuned(None, Some(&config)), (40, 180, 300, true), "plan: the engine's own");
+    }
+}
+
+#[cfg(test)]
 mod debug_trace_tests {
     use super::*;
 

@@ -119,21 +119,81 @@ mod tests {
         );
     }
 
-    /// The defaults `--help` shows are the ones the engine and the config use.
+    /// The defaults `--help` shows are the ones the engine and the client use. Read from the
+    /// definitions, not parsed, so that a PATROL_* variable in the environment cannot matter.
     #[test]
     fn the_defaults_shown_are_the_engines() {
-        let cli = Cli::try_parse_from(["patrol", "rotate"]).unwrap_or_else(|e| panic!("{e}"));
-        let Command::Rotate(args) = cli.command else { panic!("not rotate") };
+        use clap::CommandFactory;
+        let root = Cli::command();
+        let default = |sub: &str, id: &str| -> String {
+            let arg = root
+                .find_subcommand(sub)
+                .and_then(|c| c.get_arguments().find(|a| a.get_id() == id))
+                .unwrap_or_else(|| panic!("no {sub} --{id}"));
+            arg.get_default_values().first().and_then(|v| v.to_str()).unwrap_or_default().to_owned()
+        };
+        let duration = |sub: &str, id: &str| parse_duration(&default(sub, id)).unwrap_or_else(|e| panic!("{e}"));
         let engine = crate::engine::Options::new(crate::engine::Mode::Rotate, chrono::NaiveDate::MIN);
-        assert_eq!(args.tuning.write_budget, engine.write_budget);
-        assert_eq!(args.tuning.lock_lease, engine.lock_lease);
-        assert_eq!(args.tuning.lock, if engine.lock { Switch::On } else { Switch::Off });
-        assert_eq!(args.tuning.request_deadline, None, "the config's, else the default");
+        assert_eq!(duration("rotate", "write_budget"), engine.write_budget);
+        assert_eq!(duration("rotate", "lock_lease"), engine.lock_lease);
+        assert_eq!(default("rotate", "lock"), if engine.lock { "on" } else { "off" });
+        assert_eq!(default("rotate", "request_deadline"), "", "the config's, else the engine's");
         assert_eq!(engine.request_deadline, crate::config::DEFAULT_REQUEST_DEADLINE);
         let client = crate::gitlab::ClientOptions::default();
-        assert_eq!(args.common.timeout, client.timeout);
-        assert_eq!(args.common.retry_budget, client.retry.budget);
-        assert_eq!(usize::from(args.common.concurrency), client.concurrency);
+        for sub in ["plan", "rotate", "audit"] {
+            assert_eq!(duration(sub, "timeout"), client.timeout);
+            assert_eq!(duration(sub, "retry_budget"), client.retry.budget);
+            assert_eq!(default(sub, "concurrency"), client.concurrency.to_string());
+        }
+    }
+
+    /// Every global flag against every command: refused exactly where the command would not use
+    /// it. The logging flags configure the log every command has.
+    #[test]
+    fn idle_global_flags_are_refused_where_the_command_ignores_them() {
+        use clap::{CommandFactory, FromArgMatches};
+        let commands: [&[&str]; 7] = [
+            &["plan"],
+            &["rotate"],
+            &["rotate", "--self", "VAR"],
+            &["audit"],
+            &["validate"],
+            &["simulator"],
+            &["demo"],
+        ];
+        let flags: [(&[&str], &[&str]); 7] = [
+            (&["--config", "x.toml"], &["rotate --self", "simulator", "demo"]),
+            (&["--gitlab-url", "https://g.example/api/v4"], &["simulator", "demo"]),
+            (&["--allow-debug-trace"], &["validate", "simulator", "demo"]),
+            (&["--log-format", "json"], &[]),
+            (&["-v"], &[]),
+            (&["-q"], &[]),
+            (&["--log-filter", "debug"], &[]),
+        ];
+        for command in commands {
+            let name = command.join(" ").replace(" VAR", "");
+            for (flag, refused_by) in flags {
+                // Before the command and after it: a global flag may stand on either side.
+                for args in [[&["patrol"], flag, command].concat(), [&["patrol"], command, flag].concat()] {
+                    let matches =
+                        Cli::command().try_get_matches_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{e}"));
+                    let refused = idle_flags(&cli, &matches);
+                    let expected = refused_by.contains(&name.as_str());
+                    assert_eq!(refused.len(), usize::from(expected), "{args:?}: {refused:?}");
+                    if expected {
+                        assert!(
+                            refused[0].starts_with(flag[0]) && refused[0].contains(&format!("`patrol {name}`")),
+                            "{refused:?}"
+                        );
+                    }
+                }
+            }
+        }
+        let matches = Cli::command().try_get_matches_from(["patrol", "rotate", "--self", "V", "--lock", "off"]);
+        let matches = matches.unwrap_or_else(|e| panic!("{e}"));
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(idle_flags(&cli, &matches).len(), 1);
     }
 
     #[test]

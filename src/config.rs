@@ -1126,6 +1126,97 @@ ref = "main"
         assert!(problems(&twice).iter().any(|p| p.contains("[gitlab] is defined twice")), "{:?}", problems(&twice));
     }
 
+    /// One bad value used to stop the reading of its block and hide every other problem.
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_line_and_key() {
+        let text = GOOD
+            .replace(
+                "url = \"https://gitlab.example.com/api/v4\"",
+                "url = \"http://gitlab.example.com/api/v4\"\nrequest_deadline_seconds = -4",
+            )
+            .replace("kind = \"personal\"", "kind = \"personl\"\nstrategy = \"ovelap\"\nscopes = [\"api\", 3]")
+            .replace("rotate_before_days = 30", "rotate_before_days = \"30\"\nwait = 1")
+            .replace("ref = \"main\"", "ref = \"main\"\naction = \"rerun\"")
+            + "\n[[token]]\nid = \"second\"\nkind = \"group\"\nname = \"g\"\ngroup = \"sec\"\n";
+        let p = problems(&text);
+        assert_eq!(
+            p,
+            [
+                "patrol.toml:3: `url`: [gitlab]: refusing plain http to http://gitlab.example.com/api/v4: the credential would cross the network unencrypted. Use https (plain http is allowed only for loopback: localhost, 127.0.0.0/8 and ::1).",
+                "patrol.toml:4: `request_deadline_seconds`: [gitlab]: must be 0 or more",
+                "patrol.toml:11: `kind`: token \"inventory\": \"personl\" is not one of personal, project, group, service_account",
+                "patrol.toml:12: `strategy`: token \"inventory\": \"ovelap\" is not one of rotate, overlap",
+                "patrol.toml:13: `scopes`: token \"inventory\": must be an array of strings, not with an integer in it",
+                "patrol.toml:16: `rotate_before_days`: token \"inventory\": must be a whole number, not a string",
+                "patrol.toml:17: `wait`: unknown field `wait`, expected one of `id`, `kind`, `name`, `user`, `project`, `group`, `scopes`, `create`, `access_level`, `rotate_before_days`, `expires_in_days`, `strategy`, `variable`, `pipeline`",
+                "patrol.toml:26: `action`: token \"inventory\": \"rerun\" is not one of retry, create",
+                "patrol.toml:28: `variable`: token \"second\" has no [[token.variable]]: a rotated secret would be stored nowhere",
+            ]
+        );
+    }
+
+    #[test]
+    fn access_level_is_a_role_by_name_or_number_for_project_and_group_tokens() {
+        let project = GOOD
+            .replace("kind = \"personal\"", "kind = \"project\"")
+            .replace("user = \"svc-inventory\"", "project = \"sec/app\"");
+        for (written, level) in [("\"developer\"", 30), ("\"Reporter\"", 20), ("10", 10), ("15", 15), ("\"owner\"", 50)]
+        {
+            let text = project.replace("rotate_before_days = 30", &format!("access_level = {written}"));
+            let cfg = Config::parse(Path::new("patrol.toml"), &text).unwrap_or_else(|e| panic!("{written}: {e}"));
+            assert_eq!(cfg.tokens[0].access_level, Some(level), "{written}");
+        }
+        let cfg = Config::parse(Path::new("patrol.toml"), &project).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.tokens[0].access_level, None, "GitLab's default");
+        for bad in ["\"admin\"", "60", "0", "-10"] {
+            let text = project.replace("rotate_before_days = 30", &format!("access_level = {bad}"));
+            let p = problems(&text);
+            assert!(
+                p.len() == 1 && p[0].starts_with("patrol.toml:13: `access_level`: token \"inventory\": not a role"),
+                "{bad}: {p:?}"
+            );
+        }
+        let personal = GOOD.replace("rotate_before_days = 30", "access_level = \"guest\"");
+        assert_eq!(
+            problems(&personal),
+            ["patrol.toml:13: `access_level`: token \"inventory\": a personal token has its user's role, not one of its own; access_level is for project and group tokens. Remove it"]
+        );
+    }
+
+    #[test]
+    fn a_plain_http_url_is_refused_unless_it_is_loopback() {
+        for (url, ok) in [
+            ("https://gitlab.example.com/api/v4/", true),
+            ("http://localhost:8080/api/v4", true),
+            ("http://127.0.0.2/api/v4", true),
+            ("http://[::1]/api/v4", true),
+            ("http://gitlab.example.com/api/v4", false),
+            ("https://gitlab.example.com", false),
+            ("ftp://gitlab.example.com/api/v4", false),
+            ("gitlab.example.com/api/v4", false),
+        ] {
+            assert_eq!(check_gitlab_url(url).is_ok(), ok, "{url}: {:?}", check_gitlab_url(url));
+        }
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_read_is_a_problem_on_its_line() {
+        let dir = std::env::temp_dir().join(format!("patrol-config-ca-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("patrol.toml");
+        let missing = dir.join("missing.pem");
+        let _ = std::fs::write(
+            &path,
+            GOOD.replace("[gitlab]\n", &format!("[gitlab]\nca_file = {:?}\n", missing.display().to_string())),
+        );
+        let (config, problems) = Config::load_all(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.tokens.len(), 1, "the rest of the file is read");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!((problems[0].line, problems[0].key.as_deref()), (3, Some("ca_file")));
+        assert!(problems[0].message.starts_with("cannot read CA file"), "{}", problems[0]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn missing_required_fields_are_named() {
         let p = problems(&GOOD.replace("name = \"Inventory\"\n", ""));

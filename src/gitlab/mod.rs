@@ -784,6 +784,55 @@ mod tests {
         assert!(e.contains("login?t=glpat-[REDACTED], which patrol does not follow"), "{e}");
     }
 
+    /// The error reqwest gives for a request to `url`.
+    async fn failure(url: &str) -> reqwest::Error {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_else(|e| panic!("{e}"));
+        match http.get(url).send().await {
+            Ok(r) => panic!("{url} answered {}", r.status()),
+            Err(e) => e,
+        }
+    }
+
+    /// A closed port or an unknown name means a wrong URL until GitLab has answered; after that,
+    /// a restart or a DNS hiccup, which a retry may outlast.
+    #[tokio::test]
+    async fn refused_and_unresolvable_are_permanent_until_gitlab_has_answered() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = failure(&format!("http://127.0.0.1:{port}/")).await;
+        let said = permanent(&refused, "127.0.0.1", port, false).unwrap_or_default();
+        assert!(said.contains(&format!("127.0.0.1 port {port} (connection refused)")), "{said}");
+        assert_eq!(permanent(&refused, "127.0.0.1", port, true), None);
+        let brief = describe(&refused, Duration::from_secs(1));
+        assert!(!brief.contains("error sending request") && !brief.contains("client error ("), "{brief}");
+        assert!(brief.to_lowercase().contains("refused"), "{brief}");
+
+        let unknown = failure("http://gitlab.invalid/").await;
+        if describe(&unknown, Duration::from_secs(1)).contains("Temporary failure") {
+            // No name server to ask here: that may pass, so it is retried.
+            assert_eq!(permanent(&unknown, "gitlab.invalid", 80, false), None);
+        } else {
+            let said = permanent(&unknown, "gitlab.invalid", 80, false).unwrap_or_default();
+            assert!(said.starts_with("the host name gitlab.invalid does not resolve"), "{said}");
+            assert_eq!(permanent(&unknown, "gitlab.invalid", 80, true), None);
+        }
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("patrol-ca-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let empty = dir.join("empty.pem");
+        let _ = std::fs::write(&empty, "# nothing here\n");
+        let said = read_ca_file(&empty).err().unwrap_or_default();
+        assert!(said.contains("holds no certificate") && said.contains("empty.pem"), "{said}");
+        let said = read_ca_file(&dir.join("missing.pem")).err().unwrap_or_default();
+        assert!(said.starts_with("cannot read CA file") && said.contains("missing.pem"), "{said}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn paths_are_encoded_as_one_segment() {
         assert_eq!(encode("group/sub group/proj.x_y-z"), "group%2Fsub%20group%2Fproj.x_y-z");
