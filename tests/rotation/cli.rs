@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 async fn plain(u: &Universe, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut all = vec!["--log-format=text"];
     all.extend_from_slice(args);
-    let (cmd, files) = u.command(&all, env).unwrap_or_else(|e| panic!("{e}"));
+    let (mut cmd, files) = u.command(&all, env).unwrap_or_else(|e| panic!("{e}"));
+    // In the universe's directory: a file a run writes by mistake (one named `-`) shows there.
+    cmd.current_dir(&u.dir);
     let output = tokio::task::spawn_blocking(move || { cmd }.output())
         .await
         .unwrap_or_else(|e| panic!("{e}"))
