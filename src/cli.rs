@@ -16,28 +16,28 @@ use std::time::Duration;
 )]
 pub struct Cli {
     /// Config file (plan, rotate, audit, validate).
-    #[arg(long, global = true, env = "PATROL_CONFIG", default_value = "patrol.toml")]
+    #[arg(long, global = true, help_heading = "Global options", env = "PATROL_CONFIG", default_value = "patrol.toml")]
     pub config: PathBuf,
     /// GitLab API root, ending in /api/v4 [default: $CI_API_V4_URL, else $CI_SERVER_URL/api/v4, else [gitlab] url]
-    #[arg(long, global = true, env = "PATROL_GITLAB_URL")]
+    #[arg(long, global = true, help_heading = "Global options", env = "PATROL_GITLAB_URL")]
     pub gitlab_url: Option<String>,
     /// Log format on stderr.
-    #[arg(long, global = true, env = "PATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, help_heading = "Global options", env = "PATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// The log (stderr) shows warnings and errors; -v adds what patrol does (info), -vv debug,
     /// -vvv trace.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors in the log.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, help_heading = "Global options", conflicts_with = "verbose")]
     pub quiet: bool,
     /// Log filter, in tracing's env-filter syntax (`warn`, `patrol=debug`, `info,patrol::gitlab=trace`).
     /// The flag overrides -v and -q; the environment variable is overridden by them.
-    #[arg(long, global = true, env = "PATROL_LOG", value_name = "FILTER", value_parser = parse_log_filter)]
+    #[arg(long, global = true, help_heading = "Global options", env = "PATROL_LOG", value_name = "FILTER", value_parser = parse_log_filter)]
     pub log_filter: Option<String>,
     /// Run even though GitLab's CI_DEBUG_TRACE is on (it writes every command and variable of
     /// the job to its log, where a secret patrol handles could end up).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub allow_debug_trace: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -221,7 +221,8 @@ pub enum Command {
     /// Read-only: list every token the credential can see that expires within N days, marking
     /// which ones the config manages.
     Audit(AuditArgs),
-    /// Check the config file offline (no network); print every problem found.
+    /// Check offline (no network, no credential) everything plan and rotate would refuse: the
+    /// config file, the GitLab URL, the CA file, the settings; print every problem found.
     Validate,
     /// Run the built-in GitLab API simulator on a local address.
     Simulator(SimulatorArgs),
@@ -237,7 +238,8 @@ pub struct Common {
     /// How long one request to GitLab may take (100ms to 1h).
     #[arg(long, env = "PATROL_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration_between(Duration::from_millis(100), HOUR))]
     pub timeout: Duration,
-    /// How long to keep retrying a read that got no answer, a 5xx or a 429 (0s: no retry; at most 1h).
+    /// How long to keep retrying a request that may be sent again (a read, a variable write) after
+    /// no answer, a 5xx or a 429 (0s: no retry; at most 1h).
     #[arg(long, env = "PATROL_RETRY_SECONDS", value_name = "DURATION", default_value = "2m", value_parser = duration_between(Duration::ZERO, HOUR))]
     pub retry_budget: Duration,
 }
@@ -261,7 +263,7 @@ pub struct Tuning {
     #[arg(long, env = "PATROL_LOCK_LEASE_SECONDS", value_name = "DURATION", default_value = "3m", value_parser = duration_between(Duration::from_secs(1), HOUR))]
     pub lock_lease: Duration,
     /// Lock each token before changing it. `off` only where one GitLab resource_group serializes
-    /// every run that can touch the tokens (README, "Skipping the lock"); not with --self.
+    /// every run that can touch the tokens; not with --self.
     #[arg(long, env = "PATROL_LOCK", value_enum, default_value_t = Switch::On)]
     pub lock: Switch,
 }
@@ -429,9 +431,9 @@ pub fn parse_shard(s: &str) -> Result<Shard, String> {
 #[derive(Debug, Args)]
 #[command(after_help = DURATIONS)]
 pub struct PlanArgs {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Requests to GitLab")]
     pub common: Common,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Selection and reports")]
     pub selection: Selection,
     /// Exit 4 instead of 0 when at least one token is due.
     #[arg(long)]
@@ -441,11 +443,11 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 #[command(after_help = DURATIONS)]
 pub struct RotateArgs {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Requests to GitLab")]
     pub common: Common,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Pacing changes")]
     pub tuning: Tuning,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Selection and reports")]
     pub selection: Selection,
     /// Rotate the selected tokens even if not due (a leaked token). Requires --only or --all.
     #[arg(long)]
@@ -456,7 +458,7 @@ pub struct RotateArgs {
     /// Only say what would be done, like `plan`.
     #[arg(long)]
     pub dry_run: bool,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Self-rotation")]
     pub myself: SelfArgs,
 }
 
@@ -489,8 +491,6 @@ pub struct SelfArgs {
 #[derive(Debug, Args)]
 #[command(after_help = DURATIONS)]
 pub struct AuditArgs {
-    #[command(flatten)]
-    pub common: Common,
     /// List tokens expiring within this many days (and those expired in as many past days).
     #[arg(long, default_value_t = 30)]
     pub within_days: u32,
@@ -501,6 +501,8 @@ pub struct AuditArgs {
     /// subgroups included.
     #[arg(long, value_name = "PATH")]
     pub group: Option<String>,
+    #[command(flatten, next_help_heading = "Requests to GitLab")]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]

@@ -648,6 +648,7 @@ impl Config {
             if let Err(message) = crate::gitlab::read_ca_file(ca) {
                 let file = path.display().to_string();
                 problems.push(Problem { file, line: config.gitlab.ca_file_line, key: Some("ca_file".into()), message });
+                problems.sort_by_key(|p| p.line);
             }
         }
         Ok((config, problems))
