@@ -418,6 +418,29 @@ async fn access_level_sets_the_role_of_a_created_token() {
     assert_eq!(by_name, vec![("deploy-ci".into(), Some(40)), ("reports-ci".into(), Some(40))]);
 }
 
+/// `overlap` creates the successor: it gets the configured role. (GitLab's rotate keeps a
+/// token's role, so a plain rotation needs none.)
+#[tokio::test]
+async fn an_overlap_successor_gets_the_configured_role() {
+    let mut seed = fleet();
+    for t in seed.tokens.iter_mut().filter(|t| t.name == "app-ci") {
+        t.access_level = Some(30);
+    }
+    let config = FLEET_CONFIG.replacen(
+        "project = \"sec/app\"\n\n[[token.variable]]",
+        "project = \"sec/app\"\nstrategy = \"overlap\"\naccess_level = \"developer\"\n\n[[token.variable]]",
+        1,
+    );
+    assert_ne!(config, FLEET_CONFIG);
+    let u = Universe::new(seed, &config).await;
+    let old = u.active("app-ci");
+    let run = u.patrol(&["rotate", "--only", "project"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
+    let now = u.active("app-ci");
+    assert!(now.len() == 1 && now != old, "{old:?} → {now:?}");
+    assert_eq!(roles(&u), vec![("app-ci".to_string(), Some(30))], "the successor is a developer, like its predecessor");
+}
+
 #[tokio::test]
 async fn a_role_gitlab_does_not_have_or_on_a_personal_token_is_refused() {
     for (level, says) in [
