@@ -263,7 +263,7 @@ pub struct Tuning {
     #[arg(long, env = "PATROL_LOCK_LEASE_SECONDS", value_name = "DURATION", default_value = "3m", value_parser = duration_between(Duration::from_secs(1), HOUR))]
     pub lock_lease: Duration,
     /// Lock each token before changing it. `off` only where one GitLab resource_group serializes
-    /// every run that can touch the tokens; not with --self.
+    /// every run that can touch the tokens (README, "Skipping the lock"); not with --self.
     #[arg(long, env = "PATROL_LOCK", value_enum, default_value_t = Switch::On)]
     pub lock: Switch,
 }
