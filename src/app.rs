@@ -1,7 +1,7 @@
 //! The commands: turn parsed arguments into a run of the engine, print, report, and pick the
 //! exit code. `main.rs` only sets up logging and calls [`run`].
 
-use crate::cli::{AuditArgs, Cli, Command, PlanArgs, RotateArgs, Selection};
+use crate::cli::{AuditArgs, Cli, Command, Common, PlanArgs, RotateArgs, Selection, Switch, Tuning};
 use crate::config::{Config, ConfigError, ManagedToken};
 use crate::engine::self_rotation::{rotate_self as rotate_self_engine, Refused, SelfTarget};
 use crate::engine::{audit, Engine, Mode, Options, Progress};
@@ -10,9 +10,9 @@ use crate::gitlab::{Client, ClientOptions, GitlabError};
 use crate::report::{self, RunReport, Summary, TokenReport};
 use crate::secret::Secret;
 use chrono::{NaiveDate, Utc};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
@@ -67,7 +67,7 @@ pub async fn run(cli: Cli, env: &Env) -> u8 {
         Command::Plan(args) => plan(&cli, args, env).await,
         Command::Rotate(args) => rotate(&cli, args, env).await,
         Command::Audit(args) => run_audit(&cli, args, env).await,
-        Command::Validate => validate(&cli.config),
+        Command::Validate => validate(&cli, env),
         Command::Demo => crate::demo::run().await,
         Command::Simulator(_) => Err(Stop::usage("the simulator is started by main")),
     };
@@ -94,10 +94,70 @@ fn go_parse_bool_true(value: &str) -> bool {
     matches!(value, "1" | "t" | "T" | "TRUE" | "true" | "True")
 }
 
-fn validate(path: &Path) -> Result<u8, Stop> {
-    let config = Config::load(path)?;
-    println!("{}: OK, {} managed token(s)", path.display(), config.tokens.len());
+/// Everything `plan`, `rotate` and `audit` would refuse before contacting GitLab, all at once:
+/// the config file's problems (each with file, line and key), the GitLab URL they would use, the
+/// CA file, the tunables set in the environment, and GitLab's `parallel:` variables. Only the
+/// credential is not looked at: validate runs where there is none, and contacts nothing.
+fn validate(cli: &Cli, env: &Env) -> Result<u8, Stop> {
+    let (config, problems) = Config::load_all(&cli.config)?;
+    let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    // The URL from the flag or the environment; the config file's own was checked with the file.
+    let from_outside =
+        cli.gitlab_url.is_some() || env.get("CI_API_V4_URL").is_some() || env.get("CI_SERVER_URL").is_some();
+    if from_outside || config.gitlab.url.is_none() {
+        if let Err(stop) = gitlab_url(cli, env, None) {
+            problems.push(stop.message);
+        }
+    }
+    if config.gitlab.ca_file.is_none() {
+        if let Some(path) = env.get("CI_SERVER_TLS_CA_FILE") {
+            if let Err(e) = crate::gitlab::read_ca_file(Path::new(path)) {
+                problems.push(format!("CI_SERVER_TLS_CA_FILE: {e}"));
+            }
+        }
+    }
+    problems.extend(tunables_in_env(env));
+    let no_selection = Selection { only: Vec::new(), report: None, junit: None, shard: None };
+    if let Err(stop) = shard(&no_selection, env) {
+        problems.push(stop.message);
+    }
+    if !problems.is_empty() {
+        return Err(Stop::usage(format!(
+            "{}\n{} problem(s) found; plan and rotate would refuse to run. Nothing was contacted.",
+            problems.join("\n"),
+            problems.len()
+        )));
+    }
+    println!("{}: OK, {} managed token(s)", cli.config.display(), config.tokens.len());
     Ok(EXIT_OK)
+}
+
+/// Each tunable of `plan`, `rotate` and `audit` set in the environment that their flag's parser
+/// refuses: those commands would stop with exit 2 on it.
+fn tunables_in_env(env: &Env) -> Vec<String> {
+    use clap::CommandFactory;
+    let mut root = Cli::command();
+    root.build();
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for sub in root.get_subcommands().filter(|c| ["plan", "rotate", "audit"].contains(&c.get_name())) {
+        for arg in sub.get_arguments() {
+            let Some(name) = arg.get_env().and_then(|n| n.to_str()) else { continue };
+            let Some(value) = env.vars.get(name) else { continue };
+            if !seen.insert(name.to_owned()) {
+                continue;
+            }
+            // The flag alone, with the value as if given on the command line.
+            let Some(long) = arg.get_long() else { continue };
+            let alone = clap::Command::new("patrol").no_binary_name(true).arg(arg.clone().env(None::<&str>));
+            if let Err(e) = alone.try_get_matches_from([format!("--{long}={value}")]) {
+                let text = e.to_string();
+                let text = text.trim().trim_start_matches("error: ").lines().next().unwrap_or_default().to_owned();
+                problems.push(format!("the environment variable {name}={value:?}: {text}"));
+            }
+        }
+    }
+    problems
 }
 
 /// The API root: --gitlab-url / PATROL_GITLAB_URL, else CI_API_V4_URL, else CI_SERVER_URL/api/v4,
@@ -112,25 +172,7 @@ pub fn gitlab_url(cli: &Cli, env: &Env, config: Option<&Config>) -> Result<Strin
         .ok_or_else(|| {
             Stop::usage("no GitLab URL: pass --gitlab-url, set PATROL_GITLAB_URL, or set [gitlab] url in the config")
         })?;
-    let url = url.trim_end_matches('/').to_owned();
-    let parsed = reqwest::Url::parse(&url).map_err(|e| Stop::usage(format!("GitLab URL {url:?} is not a URL: {e}")))?;
-    if !url.ends_with("/api/v4") {
-        return Err(Stop::usage(format!("GitLab URL {url:?} must be the API root, ending in /api/v4")));
-    }
-    let loopback = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    match parsed.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        "http" => Err(Stop::usage(format!(
-            "refusing plain http to {url}: the credential would cross the network unencrypted. Use https (plain http is allowed only for loopback: localhost, 127.0.0.0/8 and ::1)."
-        ))),
-        other => Err(Stop::usage(format!("GitLab URL {url:?} has scheme {other:?}; use https"))),
-    }
+    crate::config::check_gitlab_url(&url).map_err(Stop::usage)
 }
 
 fn credential(env: &Env, config: Option<&Config>) -> Result<Secret, Stop> {
@@ -140,15 +182,13 @@ fn credential(env: &Env, config: Option<&Config>) -> Result<Secret, Stop> {
     })
 }
 
-pub fn client(url: &str, secret: Secret, concurrency: u16, env: &Env, config: Option<&Config>) -> Result<Client, Stop> {
-    let mut options = ClientOptions { concurrency: usize::from(concurrency), ..ClientOptions::default() };
-    // Seconds, fractions allowed; at least 0.1.
-    if let Some(secs) = env.get("PATROL_TIMEOUT").and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite()) {
-        options.timeout = Duration::from_secs_f64(secs.clamp(0.1, 86_400.0));
-    }
-    if let Some(secs) = env.get("PATROL_RETRY_SECONDS").and_then(|s| s.parse::<u64>().ok()) {
-        options.retry.budget = Duration::from_secs(secs);
-    }
+pub fn client(url: &str, secret: Secret, common: &Common, env: &Env, config: Option<&Config>) -> Result<Client, Stop> {
+    let mut options = ClientOptions {
+        concurrency: usize::from(common.concurrency),
+        timeout: common.timeout,
+        ..ClientOptions::default()
+    };
+    options.retry.budget = common.retry_budget;
     options.ca_file =
         config.and_then(|c| c.gitlab.ca_file.clone()).or_else(|| env.get("CI_SERVER_TLS_CA_FILE").map(Into::into));
     Client::new(url, secret, options).map_err(|e| Stop::usage(e.to_string()))
@@ -169,9 +209,17 @@ async fn preflight(client: &Client, mode: Mode) -> Result<ApiToken, Stop> {
             ),
         }),
         Ok(me) => Ok(me),
-        Err(e @ GitlabError::Transport { .. }) => {
-            Err(Stop { code: EXIT_UNREACHABLE, message: format!("cannot reach GitLab at {}: {e}. Nothing was changed.", client.base()) })
-        }
+        Err(e @ GitlabError::Unreachable { .. }) => Err(Stop {
+            code: EXIT_UNREACHABLE,
+            message: format!("cannot reach GitLab at {}: {}. Nothing was changed.", client.base(), e.message()),
+        }),
+        Err(e @ GitlabError::Transport { .. }) => Err(Stop {
+            code: EXIT_UNREACHABLE,
+            message: format!(
+                "cannot reach GitLab at {}: {e}. Nothing was changed; run again later, or raise --timeout / --retry-budget if GitLab is slow.",
+                client.base()
+            ),
+        }),
         Err(e) if matches!(e.status(), Some(401 | 403)) => Err(Stop {
             code: EXIT_UNREACHABLE,
             message: format!("GitLab at {} rejected patrol's credential: {e}. Check that the token is valid, not expired, and has the `api` scope. Nothing was changed.", client.base()),
@@ -212,8 +260,8 @@ pub fn today() -> NaiveDate {
 }
 
 async fn plan(cli: &Cli, args: &PlanArgs, env: &Env) -> Result<u8, Stop> {
-    let code = engine_run(cli, env, &args.common.concurrency, &args.selection, Mode::Plan, false).await?;
-    Ok(match code {
+    let end = engine_run(cli, env, &args.common, None, &args.selection, Mode::Plan, false).await?;
+    Ok(match end {
         RunEnd { failed: true, .. } => EXIT_FAILED,
         RunEnd { due: true, .. } if args.exit_code => EXIT_DUE,
         _ => EXIT_OK,
@@ -231,7 +279,7 @@ async fn rotate(cli: &Cli, args: &RotateArgs, env: &Env) -> Result<u8, Stop> {
         ));
     }
     let mode = if args.dry_run { Mode::Plan } else { Mode::Rotate };
-    let end = engine_run(cli, env, &args.common.concurrency, &args.selection, mode, args.force).await?;
+    let end = engine_run(cli, env, &args.common, Some(&args.tuning), &args.selection, mode, args.force).await?;
     Ok(if end.failed { EXIT_FAILED } else { EXIT_OK })
 }
 
@@ -245,13 +293,16 @@ async fn rotate_self(cli: &Cli, args: &RotateArgs, var: &str, mode: Mode, env: &
             "--self {var}: the environment variable {var} is unset or empty. In GitLab CI, define the CI/CD variable {var} (masked, hidden) holding the token to keep alive."
         ))
     })?;
+    let out = human_output(&args.selection)?;
+    if args.tuning.lock == Switch::Off {
+        // Only from the environment: the flag is refused with --self (cli::idle_flags).
+        tracing::warn!("PATROL_LOCK=off is ignored: rotate --self always locks its token");
+    }
     let url = gitlab_url(cli, env, None)?;
-    let client = client(&url, secret, args.common.concurrency, env, None)?;
+    let client = client(&url, secret, &args.common, env, None)?;
     let mut options = Options::new(mode, today());
     options.force = args.force;
-    options.write_budget = write_budget(env);
-    options.request_deadline = request_deadline(env, None)?;
-    options.lock_lease = lock_lease(env, options.request_deadline)?;
+    tune(&mut options, Some(&args.tuning), None);
     let target = SelfTarget {
         var: var.to_owned(),
         project,
@@ -264,63 +315,31 @@ async fn rotate_self(cli: &Cli, args: &RotateArgs, var: &str, mode: Mode, env: &
     let report = rotate_self_engine(&client, &target, &options)
         .await
         .map_err(|Refused(message)| Stop { code: EXIT_UNREACHABLE, message })?;
-    print_progress(1, 1, &report, env.get("GITLAB_CI") == Some("true"));
+    print_progress(out, 1, 1, &report, env.get("GITLAB_CI") == Some("true"));
     let command = if mode == Mode::Plan { "plan" } else { "rotate" };
     let run = RunReport::new(command, started_at, url, vec![report]);
-    println!("{}", report::totals_line(&run.summary));
+    say(out, &report::totals_line(&run.summary));
     write_reports(&run, &args.selection)?;
     Ok(if run.summary.failed > 0 { EXIT_FAILED } else { EXIT_OK })
 }
 
-/// How long to keep trying to store a new secret: `PATROL_WRITE_SECONDS`, default 300.
-fn write_budget(env: &Env) -> Duration {
-    Duration::from_secs(env.get("PATROL_WRITE_SECONDS").and_then(|s| s.parse().ok()).unwrap_or(300))
-}
-
-/// GitLab's request deadline (§12): `[gitlab] request_deadline_seconds`, else
-/// `PATROL_REQUEST_DEADLINE_SECONDS`, else 90.
-fn request_deadline(env: &Env, config: Option<&Config>) -> Result<Duration, Stop> {
-    if let Some(d) = config.and_then(|c| c.gitlab.request_deadline) {
-        return Ok(d);
-    }
-    match env.get("PATROL_REQUEST_DEADLINE_SECONDS") {
-        None => Ok(crate::config::DEFAULT_REQUEST_DEADLINE),
-        Some(s) => s.parse().map(Duration::from_secs).map_err(|_| {
-            Stop::usage(format!(
-                "PATROL_REQUEST_DEADLINE_SECONDS={s:?} is not a whole number of seconds (how long GitLab may still carry out a request whose answer was lost; default 90)"
-            ))
-        }),
-    }
-}
-
-/// How long a lock lasts unless its holder renews it (every third of that):
-/// `PATROL_LOCK_LEASE_SECONDS`, default 180, and never less than one and a half request
-/// deadlines. A run that dies leaves a lock the next run may take over once it has passed; a
+/// The engine's pacing: `rotate`'s flags (or their environment variables), then the config
+/// file, then the defaults. The request deadline is `--request-deadline`, else `[gitlab]
+/// request_deadline_seconds`, else 90 s. A lock lasts at least one and a half request
+/// deadlines: a run that dies leaves a lock the next run may take over once it has passed; a
 /// dead holder's last request left at most a third of a lease before its last renewal, so the
 /// lease's end is at least a deadline after it, when GitLab can no longer carry it out (§12).
-fn lock_lease(env: &Env, deadline: Duration) -> Result<Duration, Stop> {
-    let lease = match env.get("PATROL_LOCK_LEASE_SECONDS") {
-        None => crate::engine::lock::LEASE,
-        Some(s) => s.parse::<u64>().ok().filter(|n| *n >= 1).map(Duration::from_secs).ok_or_else(|| {
-            Stop::usage(format!(
-                "PATROL_LOCK_LEASE_SECONDS={s:?} is not a whole number of seconds, at least 1 (how long a lock lasts unless renewed; default 180)"
-            ))
-        })?,
-    };
-    Ok(lease.max(deadline * 3 / 2))
-}
-
-/// Whether to lock each token before changing it: `PATROL_LOCK` = `on` (default) or `off`. Off
-/// is for a setup where one GitLab `resource_group` serializes every run that can touch the
-/// tokens (README, "Skipping the lock").
-fn take_locks(env: &Env) -> Result<bool, Stop> {
-    match env.get("PATROL_LOCK") {
-        None | Some("on") => Ok(true),
-        Some("off") => Ok(false),
-        Some(s) => Err(Stop::usage(format!(
-            "PATROL_LOCK={s:?} is neither \"on\" nor \"off\" (whether patrol locks each token before changing it; default on)"
-        ))),
+fn tune(options: &mut Options, tuning: Option<&Tuning>, config: Option<&Config>) {
+    options.request_deadline = tuning
+        .and_then(|t| t.request_deadline)
+        .or_else(|| config.and_then(|c| c.gitlab.request_deadline))
+        .unwrap_or(crate::config::DEFAULT_REQUEST_DEADLINE);
+    if let Some(t) = tuning {
+        options.write_budget = t.write_budget;
+        options.lock_lease = t.lock_lease;
+        options.lock = t.lock == Switch::On;
     }
+    options.lock_lease = options.lock_lease.max(options.request_deadline * 3 / 2);
 }
 
 struct RunEnd {
@@ -331,11 +350,13 @@ struct RunEnd {
 async fn engine_run(
     cli: &Cli,
     env: &Env,
-    concurrency: &u16,
+    common: &Common,
+    tuning: Option<&Tuning>,
     selection: &Selection,
     mode: Mode,
     force: bool,
 ) -> Result<RunEnd, Stop> {
+    let out = human_output(selection)?;
     let config = Config::load(&cli.config)?;
     let mut tokens = selected(&config, &selection.only)?;
     if let Some(shard) = shard(selection, env)? {
@@ -344,20 +365,18 @@ async fn engine_run(
     }
     let url = gitlab_url(cli, env, Some(&config))?;
     let secret = credential(env, Some(&config))?;
-    let client = client(&url, secret, *concurrency, env, Some(&config))?;
+    let client = client(&url, secret, common, env, Some(&config))?;
     let me = preflight(&client, mode).await?;
     let mut options = Options::new(mode, today());
     options.credential_token = Some(me.id);
     options.force = force;
-    options.write_budget = write_budget(env);
-    options.request_deadline = request_deadline(env, Some(&config))?;
-    options.lock_lease = lock_lease(env, options.request_deadline)?;
-    options.lock = take_locks(env)?;
+    tune(&mut options, tuning, Some(&config));
     // Tokens waiting on a shared lookup hold no request slot: let more tokens be in flight than
     // requests, so the --concurrency request slots stay busy.
-    options.concurrency = usize::from(*concurrency) * 4;
+    options.concurrency = usize::from(common.concurrency) * 4;
     let started_at = Utc::now();
-    let reports = execute(&Engine::new(client.clone(), options), &tokens, env.get("GITLAB_CI") == Some("true")).await;
+    let reports =
+        execute(&Engine::new(client.clone(), options), &tokens, env.get("GITLAB_CI") == Some("true"), out).await;
     let command = if mode == Mode::Plan { "plan" } else { "rotate" };
     let run = RunReport::new(command, started_at, url, reports);
     write_reports(&run, selection)?;
@@ -368,7 +387,7 @@ async fn engine_run(
         };
         let notified = crate::engine::notify::notify(&client, section, &run.tokens, &this_run).await;
         for line in notified.lines {
-            println!("{line}");
+            say(out, &line);
         }
         for warning in notified.warnings {
             eprintln!("patrol: warning: {warning}");
@@ -377,42 +396,96 @@ async fn engine_run(
     Ok(RunEnd { failed: run.summary.failed > 0, due: run.summary.due > 0 })
 }
 
-/// Runs the engine, printing one line per token as it finishes and the totals; in GitLab CI each
-/// token's details go in a collapsed log section.
-pub async fn execute(engine: &Engine, tokens: &[ManagedToken], gitlab_ci: bool) -> Vec<TokenReport> {
+/// Where the lines for people go: stdout, unless a report is written there (`--report -` or
+/// `--junit -`); then stderr, so that stdout holds the report alone and can be piped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Human {
+    Stdout,
+    Stderr,
+}
+
+fn human_output(selection: &Selection) -> Result<Human, Stop> {
+    let dash = |p: &Option<std::path::PathBuf>| p.as_deref() == Some(Path::new("-"));
+    match (dash(&selection.report), dash(&selection.junit)) {
+        (true, true) => Err(Stop::usage(
+            "--report - and --junit - would both write to stdout, mixing JSON and XML; write one of them to a file",
+        )),
+        (false, false) => Ok(Human::Stdout),
+        _ => Ok(Human::Stderr),
+    }
+}
+
+/// One line for people, where they go.
+pub fn say(out: Human, line: &str) {
+    let _ = match out {
+        Human::Stdout => writeln!(std::io::stdout().lock(), "{line}"),
+        Human::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
+    };
+}
+
+/// Runs the engine, printing one line per token in config order, and the totals; in GitLab CI
+/// each token's details go in a collapsed log section. Tokens are worked on several at once and
+/// finish in any order: a token's line is printed as soon as it and every token before it in
+/// the config are done, so the output is the same from run to run.
+pub async fn execute(engine: &Engine, tokens: &[ManagedToken], gitlab_ci: bool, out: Human) -> Vec<TokenReport> {
     let total = tokens.len();
+    let position: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let mut finished: BTreeMap<usize, TokenReport> = BTreeMap::new();
+    let mut printed = 0;
     let reports = engine
         .run(tokens, |event| match event {
-            Progress::Token(done, report) => print_progress(done, total, report, gitlab_ci),
+            Progress::Token(_, report) => {
+                if let Some(&i) = position.get(report.id.as_str()) {
+                    finished.insert(i, report.clone());
+                }
+                while let Some(report) = finished.remove(&printed) {
+                    printed += 1;
+                    print_progress(out, printed, total, &report, gitlab_ci);
+                }
+            }
             Progress::PipelineFailed(report) => {
-                println!("{}: failed — {}", report.id, report.error.as_deref().unwrap_or("a pipeline failed"))
+                say(out, &format!("{}: failed — {}", report.id, report.error.as_deref().unwrap_or("a pipeline failed")))
             }
         })
         .await;
-    println!("{}", report::totals_line(&Summary::of(&reports)));
+    // Any token whose line could not be placed (none, unless the engine skipped one): in order.
+    for (i, report) in reports.iter().enumerate().skip(printed) {
+        print_progress(out, i + 1, total, report, gitlab_ci);
+    }
+    say(out, &report::totals_line(&Summary::of(&reports)));
     reports
 }
 
 /// One token's progress line; in GitLab CI its details follow in a collapsed log section.
-fn print_progress(done: usize, total: usize, report: &TokenReport, gitlab_ci: bool) {
+fn print_progress(out: Human, done: usize, total: usize, report: &TokenReport, gitlab_ci: bool) {
     let line = report::progress_line(done, total, report);
-    let mut out = std::io::stdout().lock();
-    let _ = if gitlab_ci {
+    if gitlab_ci {
         let ts = Utc::now().timestamp();
         let details = report::describe(report);
-        writeln!(
+        say(
             out,
-            "\x1b[0Ksection_start:{ts}:patrol_token_{done}[collapsed=true]\r\x1b[0K{line}\n{details}\n\x1b[0Ksection_end:{ts}:patrol_token_{done}\r\x1b[0K"
-        )
+            &format!(
+                "\x1b[0Ksection_start:{ts}:patrol_token_{done}[collapsed=true]\r\x1b[0K{line}\n{details}\n\x1b[0Ksection_end:{ts}:patrol_token_{done}\r\x1b[0K"
+            ),
+        );
     } else {
-        writeln!(out, "{line}")
-    };
+        say(out, &line);
+    }
 }
 
+/// Writes the reports asked for; `-` is stdout.
 fn write_reports(run: &RunReport, selection: &Selection) -> Result<(), Stop> {
     let write = |path: &Path, text: String| {
-        std::fs::write(path, text)
-            .map_err(|e| Stop { code: EXIT_FAILED, message: format!("cannot write {}: {e}", path.display()) })
+        if path == Path::new("-") {
+            let mut stdout = std::io::stdout().lock();
+            return writeln!(stdout, "{text}")
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Stop { code: EXIT_FAILED, message: format!("cannot write the report to stdout: {e}") });
+        }
+        std::fs::write(path, text).map_err(|e| Stop {
+            code: EXIT_FAILED,
+            message: format!("cannot write {}: {e}. The run itself is done; see its lines above.", path.display()),
+        })
     };
     if let Some(path) = &selection.report {
         write(path, run.to_json())?;
@@ -431,7 +504,7 @@ async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
     };
     let url = gitlab_url(cli, env, config.as_ref())?;
     let secret = credential(env, config.as_ref())?;
-    let client = client(&url, secret, args.common.concurrency, env, config.as_ref())?;
+    let client = client(&url, secret, &args.common, env, config.as_ref())?;
     preflight(&client, Mode::Plan).await?;
     let report = audit::audit(&client, config.as_ref(), args.group.as_deref(), today(), args.within_days)
         .await
@@ -463,6 +536,42 @@ async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
         );
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tuning_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tuning(request_deadline: Option<u64>, lock_lease: u64) -> Tuning {
+        Tuning {
+            write_budget: Duration::from_secs(7),
+            request_deadline: request_deadline.map(Duration::from_secs),
+            lock_lease: Duration::from_secs(lock_lease),
+            lock: Switch::Off,
+        }
+    }
+
+    /// The request deadline: the flag or its variable (clap has put either in `Tuning`), else
+    /// the config file, else 90 s; a lock outlasts one and a half deadlines.
+    #[test]
+    fn settings_come_from_the_flag_then_the_config_then_the_default() {
+        let config = Config::parse(
+            Path::new("patrol.toml"),
+            &crate::config::tests::GOOD.replace("[gitlab]\n", "[gitlab]\nrequest_deadline_seconds = 40\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let tuned = |t: Option<&Tuning>, c: Option<&Config>| {
+            let mut o = Options::new(Mode::Rotate, today());
+            tune(&mut o, t, c);
+            (o.request_deadline.as_secs(), o.lock_lease.as_secs(), o.write_budget.as_secs(), o.lock)
+        };
+        assert_eq!(tuned(Some(&tuning(Some(5), 200)), Some(&config)), (5, 200, 7, false), "the flag");
+        assert_eq!(tuned(Some(&tuning(None, 200)), Some(&config)), (40, 200, 7, false), "the config");
+        assert_eq!(tuned(Some(&tuning(None, 200)), None), (90, 200, 7, false), "the default");
+        assert_eq!(tuned(Some(&tuning(Some(100), 1)), None), (100, 150, 7, false), "a lease outlasts the deadline");
+        assert_eq!(tuned(None, Some(&config)), (40, 180, 300, true), "plan: the engine's own");
+    }
 }
 
 #[cfg(test)]

@@ -1,35 +1,43 @@
 //! Command-line interface. The doc comments are the `--help` text; every option that can also
-//! come from the environment names its variable.
+//! come from the environment names its variable. Precedence, for every setting: the flag, then
+//! its environment variable, then the config file (where it has a key), then the default.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "patrol",
     version,
     about = "Rotate GitLab access tokens before they expire, and write the new secrets where they are used.",
-    after_help = "Exit codes: 0 success, 1 a token failed, 2 usage or config error, 3 GitLab unreachable or credential rejected, 4 plan --exit-code found tokens due."
+    after_help = "Durations take a unit: 500ms, 30s, 2m, 1h (a bare number is seconds). Every setting: the flag, else its environment variable, else the config file, else the default.\nExit codes: 0 success, 1 a token failed, 2 usage or config error, 3 GitLab unreachable or credential rejected, 4 plan --exit-code found tokens due."
 )]
 pub struct Cli {
-    /// Config file.
-    #[arg(long, global = true, env = "PATROL_CONFIG", default_value = "patrol.toml")]
+    /// Config file (plan, rotate, audit, validate).
+    #[arg(long, global = true, help_heading = "Global options", env = "PATROL_CONFIG", default_value = "patrol.toml")]
     pub config: PathBuf,
     /// GitLab API root, ending in /api/v4 [default: $CI_API_V4_URL, else $CI_SERVER_URL/api/v4, else [gitlab] url]
-    #[arg(long, global = true, env = "PATROL_GITLAB_URL")]
+    #[arg(long, global = true, help_heading = "Global options", env = "PATROL_GITLAB_URL")]
     pub gitlab_url: Option<String>,
     /// Log format on stderr.
-    #[arg(long, global = true, env = "PATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, help_heading = "Global options", env = "PATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// More log detail (-v debug, -vv trace). PATROL_LOG (an env-filter) overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// The log (stderr) shows warnings and errors; -v adds what patrol does (info), -vv debug,
+    /// -vvv trace.
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only warnings and errors in the log.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    /// Only errors in the log.
+    #[arg(short, long, global = true, help_heading = "Global options", conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Log filter, in tracing's env-filter syntax (`warn`, `patrol=debug`, `info,patrol::gitlab=trace`).
+    /// The flag overrides -v and -q; the environment variable is overridden by them.
+    #[arg(long, global = true, help_heading = "Global options", env = "PATROL_LOG", value_name = "FILTER", value_parser = parse_log_filter)]
+    pub log_filter: Option<String>,
     /// Run even though GitLab's CI_DEBUG_TRACE is on (it writes every command and variable of
     /// the job to its log, where a secret patrol handles could end up).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub allow_debug_trace: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -80,6 +88,115 @@ mod tests {
     }
 
     #[test]
+    fn durations_take_a_unit_or_are_seconds() {
+        let ms = Duration::from_millis;
+        for (text, expected) in [
+            ("30s", ms(30_000)),
+            ("2m", ms(120_000)),
+            ("500ms", ms(500)),
+            ("1h", ms(3_600_000)),
+            ("1.5s", ms(1500)),
+            (" 2 s ", ms(2000)),
+            ("2", ms(2000)),
+            ("0.5", ms(500)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in
+            ["", "abc", "2x", "-1", "-1s", "s", "1e3", "1..2s", "inf", "NaN", "2sec", "1d", "99999999999999999999999h"]
+        {
+            let e = parse_duration(bad).err().unwrap_or_else(|| panic!("{bad:?} was accepted"));
+            assert!(e.contains("500ms, 30s, 2m, 1h") || e.contains("not a duration"), "{bad:?}: {e}");
+        }
+        let timeout = duration_between(Duration::from_millis(100), HOUR);
+        assert!(timeout("1h").is_ok() && timeout("100ms").is_ok());
+        assert_eq!(timeout("2h").err().as_deref(), Some("\"2h\" is out of range: between 100ms and 1h"));
+        assert!(timeout("50ms").is_err());
+        assert_eq!(
+            [show(ms(90_000)), show(ms(500)), show(ms(7_200_000)), show(ms(1500))],
+            ["90s", "500ms", "2h", "1500ms"]
+        );
+    }
+
+    /// The defaults `--help` shows are the ones the engine and the client use. Read from the
+    /// definitions, not parsed, so that a PATROL_* variable in the environment cannot matter.
+    #[test]
+    fn the_defaults_shown_are_the_engines() {
+        use clap::CommandFactory;
+        let root = Cli::command();
+        let default = |sub: &str, id: &str| -> String {
+            let arg = root
+                .find_subcommand(sub)
+                .and_then(|c| c.get_arguments().find(|a| a.get_id() == id))
+                .unwrap_or_else(|| panic!("no {sub} --{id}"));
+            arg.get_default_values().first().and_then(|v| v.to_str()).unwrap_or_default().to_owned()
+        };
+        let duration = |sub: &str, id: &str| parse_duration(&default(sub, id)).unwrap_or_else(|e| panic!("{e}"));
+        let engine = crate::engine::Options::new(crate::engine::Mode::Rotate, chrono::NaiveDate::MIN);
+        assert_eq!(duration("rotate", "write_budget"), engine.write_budget);
+        assert_eq!(duration("rotate", "lock_lease"), engine.lock_lease);
+        assert_eq!(default("rotate", "lock"), if engine.lock { "on" } else { "off" });
+        assert_eq!(default("rotate", "request_deadline"), "", "the config's, else the engine's");
+        assert_eq!(engine.request_deadline, crate::config::DEFAULT_REQUEST_DEADLINE);
+        let client = crate::gitlab::ClientOptions::default();
+        for sub in ["plan", "rotate", "audit"] {
+            assert_eq!(duration(sub, "timeout"), client.timeout);
+            assert_eq!(duration(sub, "retry_budget"), client.retry.budget);
+            assert_eq!(default(sub, "concurrency"), client.concurrency.to_string());
+        }
+    }
+
+    /// Every global flag against every command: refused exactly where the command would not use
+    /// it. The logging flags configure the log every command has.
+    #[test]
+    fn idle_global_flags_are_refused_where_the_command_ignores_them() {
+        use clap::{CommandFactory, FromArgMatches};
+        let commands: [&[&str]; 7] = [
+            &["plan"],
+            &["rotate"],
+            &["rotate", "--self", "VAR"],
+            &["audit"],
+            &["validate"],
+            &["simulator"],
+            &["demo"],
+        ];
+        let flags: [(&[&str], &[&str]); 7] = [
+            (&["--config", "x.toml"], &["rotate --self", "simulator", "demo"]),
+            (&["--gitlab-url", "https://g.example/api/v4"], &["simulator", "demo"]),
+            (&["--allow-debug-trace"], &["validate", "simulator", "demo"]),
+            (&["--log-format", "json"], &[]),
+            (&["-v"], &[]),
+            (&["-q"], &[]),
+            (&["--log-filter", "debug"], &[]),
+        ];
+        for command in commands {
+            let name = command.join(" ").replace(" VAR", "");
+            for (flag, refused_by) in flags {
+                // Before the command and after it: a global flag may stand on either side.
+                for args in [[&["patrol"], flag, command].concat(), [&["patrol"], command, flag].concat()] {
+                    let matches =
+                        Cli::command().try_get_matches_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{e}"));
+                    let refused = idle_flags(&cli, &matches);
+                    let expected = refused_by.contains(&name.as_str());
+                    assert_eq!(refused.len(), usize::from(expected), "{args:?}: {refused:?}");
+                    if expected {
+                        assert!(
+                            refused[0].starts_with(flag[0]) && refused[0].contains(&format!("`patrol {name}`")),
+                            "{refused:?}"
+                        );
+                    }
+                }
+            }
+        }
+        let matches = Cli::command().try_get_matches_from(["patrol", "rotate", "--self", "V", "--lock", "off"]);
+        let matches = matches.unwrap_or_else(|e| panic!("{e}"));
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(idle_flags(&cli, &matches).len(), 1);
+    }
+
+    #[test]
     fn shard_syntax_is_checked() {
         assert_eq!(parse_shard("2/4"), Ok(Shard { index: 2, total: 4 }));
         for bad in ["0/4", "5/4", "1/0", "x/2", "3"] {
@@ -104,7 +221,8 @@ pub enum Command {
     /// Read-only: list every token the credential can see that expires within N days, marking
     /// which ones the config manages.
     Audit(AuditArgs),
-    /// Check the config file offline (no network); print every problem found.
+    /// Check offline (no network, no credential) everything plan and rotate would refuse: the
+    /// config file, the GitLab URL, the CA file, the settings; print every problem found.
     Validate,
     /// Run the built-in GitLab API simulator on a local address.
     Simulator(SimulatorArgs),
@@ -114,9 +232,155 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// How many GitLab requests may be in flight at once.
+    /// How many GitLab requests may be in flight at once (1 to 256).
     #[arg(long, env = "PATROL_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    /// How long one request to GitLab may take (100ms to 1h).
+    #[arg(long, env = "PATROL_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration_between(Duration::from_millis(100), HOUR))]
+    pub timeout: Duration,
+    /// How long to keep retrying a request that may be sent again (a read, a variable write) after
+    /// no answer, a 5xx or a 429 (0s: no retry; at most 1h).
+    #[arg(long, env = "PATROL_RETRY_SECONDS", value_name = "DURATION", default_value = "2m", value_parser = duration_between(Duration::ZERO, HOUR))]
+    pub retry_budget: Duration,
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+const DURATIONS: &str = "Durations take a unit: 500ms, 30s, 2m, 1h (a bare number is seconds). Every setting: the flag, else its environment variable, else the config file, else the default.";
+
+/// How `rotate` paces its changes. Only `rotate` changes anything, so only it has these.
+#[derive(Debug, Clone, Args)]
+pub struct Tuning {
+    /// How long to keep trying to store a new secret in a CI/CD variable (0s to 1h).
+    #[arg(long, env = "PATROL_WRITE_SECONDS", value_name = "DURATION", default_value = "5m", value_parser = duration_between(Duration::ZERO, HOUR))]
+    pub write_budget: Duration,
+    /// How long GitLab may still carry out a request whose answer was lost (1s to 1h); a rotate
+    /// is never sent again before it has passed [default: [gitlab] request_deadline_seconds, else 90s]
+    #[arg(long, env = "PATROL_REQUEST_DEADLINE_SECONDS", value_name = "DURATION", value_parser = duration_between(Duration::from_secs(1), HOUR))]
+    pub request_deadline: Option<Duration>,
+    /// How long a token's lock lasts unless renewed (every third of it); never less than one and
+    /// a half request deadlines (1s to 1h).
+    #[arg(long, env = "PATROL_LOCK_LEASE_SECONDS", value_name = "DURATION", default_value = "3m", value_parser = duration_between(Duration::from_secs(1), HOUR))]
+    pub lock_lease: Duration,
+    /// Lock each token before changing it. `off` only where one GitLab resource_group serializes
+    /// every run that can touch the tokens (README, "Skipping the lock"); not with --self.
+    #[arg(long, env = "PATROL_LOCK", value_enum, default_value_t = Switch::On)]
+    pub lock: Switch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// A duration: a number and a unit, `500ms`, `30s`, `2m`, `1h`, `1.5s`; a bare number is
+/// seconds (`PATROL_TIMEOUT=0.5` keeps working).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    let split = s.find(|ch: char| !(ch.is_ascii_digit() || ch == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let not_a_duration = || {
+        format!("{text:?} is not a duration; write a number and a unit: 500ms, 30s, 2m, 1h (a bare number is seconds)")
+    };
+    if number.is_empty() {
+        return Err(not_a_duration());
+    }
+    let seconds_per = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!("{text:?}: unknown unit {other:?}; write a number and a unit: 500ms, 30s, 2m, 1h"))
+        }
+    };
+    let value: f64 = number.parse().map_err(|_| not_a_duration())?;
+    // Whole milliseconds: finer means nothing for a network timeout, and prints as written.
+    let millis = (value * seconds_per * 1000.0).round();
+    if !millis.is_finite() || millis > 1e15 {
+        return Err(not_a_duration());
+    }
+    Ok(Duration::from_millis(millis as u64))
+}
+
+/// [`parse_duration`], within `min..=max`.
+fn duration_between(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+    move |text| {
+        let d = parse_duration(text)?;
+        if d < min || d > max {
+            return Err(format!("{text:?} is out of range: between {} and {}", show(min), show(max)));
+        }
+        Ok(d)
+    }
+}
+
+/// A duration as its flag takes it: `90s`, `2m`, `500ms`.
+pub fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// The filter, checked now so that a malformed one is an error and not the default in silence.
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("{text:?} is not a log filter ({e}); e.g. warn, info, patrol=debug"))
+}
+
+/// Flags given on the command line that the chosen command would not use: each is refused with
+/// the reason, rather than silently ignored. A value from the environment is not refused (one CI
+/// job's variables serve several commands); the caller warns about those it ignores.
+pub fn idle_flags(cli: &Cli, matches: &ArgMatches) -> Vec<String> {
+    let given = |id: &str| {
+        // Global flags are in the subcommand's matches too; either shows where a value came from.
+        let sub = matches.subcommand().map(|(_, m)| m);
+        [Some(matches), sub]
+            .into_iter()
+            .flatten()
+            .any(|m| m.try_get_raw(id).ok().flatten().is_some() && m.value_source(id) == Some(ValueSource::CommandLine))
+    };
+    let mut refused = Vec::new();
+    let (name, uses_config, uses_gitlab) = match &cli.command {
+        Command::Plan(_) | Command::Audit(_) => ("", true, true),
+        Command::Rotate(r) if r.myself.var.is_some() => ("rotate --self", false, true),
+        Command::Rotate(_) => ("", true, true),
+        Command::Validate => ("validate", true, true),
+        Command::Simulator(_) => ("simulator", false, false),
+        Command::Demo => ("demo", false, false),
+    };
+    if !uses_config && given("config") {
+        refused.push(format!(
+            "--config: `patrol {name}` reads no config file ({})",
+            match &cli.command {
+                Command::Demo => "it runs on its own sample data",
+                Command::Simulator(_) => "the simulator is seeded with --seed FILE",
+                _ => "--self takes everything from its flags and the CI job's variables",
+            }
+        ));
+    }
+    if !uses_gitlab && given("gitlab_url") {
+        refused.push(format!("--gitlab-url: `patrol {name}` talks to no GitLab but its own simulator"));
+    }
+    let talks_to_gitlab = matches!(cli.command, Command::Plan(_) | Command::Rotate(_) | Command::Audit(_));
+    if !talks_to_gitlab && given("allow_debug_trace") {
+        refused.push(format!(
+            "--allow-debug-trace: `patrol {name}` handles no secret of yours, so it runs with CI_DEBUG_TRACE on anyway"
+        ));
+    }
+    if let Command::Rotate(r) = &cli.command {
+        if r.myself.var.is_some() && given("lock") {
+            refused.push("--lock: `patrol rotate --self` always locks its token".into());
+        }
+    }
+    refused
 }
 
 #[derive(Debug, Clone, Args)]
@@ -124,10 +388,11 @@ pub struct Selection {
     /// Act on this managed token only (its `id` in the config); repeatable.
     #[arg(long = "only", value_name = "ID")]
     pub only: Vec<String>,
-    /// Write the JSON report to FILE.
+    /// Write the JSON report to FILE; `-` is stdout, and the per-token lines then go to stderr.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Write a JUnit XML report to FILE, one test case per managed token.
+    /// Write a JUnit XML report to FILE, one test case per managed token; `-` is stdout, as for
+    /// --report.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
     /// Work on shard I of N only (1-based): managed tokens are split by a stable hash of their
@@ -164,10 +429,11 @@ pub fn parse_shard(s: &str) -> Result<Shard, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = DURATIONS)]
 pub struct PlanArgs {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Requests to GitLab")]
     pub common: Common,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Selection and reports")]
     pub selection: Selection,
     /// Exit 4 instead of 0 when at least one token is due.
     #[arg(long)]
@@ -175,10 +441,13 @@ pub struct PlanArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = DURATIONS)]
 pub struct RotateArgs {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Requests to GitLab")]
     pub common: Common,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Pacing changes")]
+    pub tuning: Tuning,
+    #[command(flatten, next_help_heading = "Selection and reports")]
     pub selection: Selection,
     /// Rotate the selected tokens even if not due (a leaked token). Requires --only or --all.
     #[arg(long)]
@@ -189,7 +458,7 @@ pub struct RotateArgs {
     /// Only say what would be done, like `plan`.
     #[arg(long)]
     pub dry_run: bool,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Self-rotation")]
     pub myself: SelfArgs,
 }
 
@@ -220,9 +489,8 @@ pub struct SelfArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = DURATIONS)]
 pub struct AuditArgs {
-    #[command(flatten)]
-    pub common: Common,
     /// List tokens expiring within this many days (and those expired in as many past days).
     #[arg(long, default_value_t = 30)]
     pub within_days: u32,
@@ -233,6 +501,8 @@ pub struct AuditArgs {
     /// subgroups included.
     #[arg(long, value_name = "PATH")]
     pub group: Option<String>,
+    #[command(flatten, next_help_heading = "Requests to GitLab")]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -125,6 +126,10 @@ pub struct ManagedToken {
     pub name: String,
     pub owner: Owner,
     pub scopes: Option<Vec<String>>,
+    /// The role of a project or group token patrol creates (GitLab's number: 10 guest, 15
+    /// planner, 20 reporter, 30 developer, 40 maintainer, 50 owner); `None`: GitLab's default,
+    /// maintainer. A rotation keeps the token's role.
+    pub access_level: Option<u16>,
     /// `create = true`: patrol may create this token although GitLab has never had one of this
     /// kind, owner and name. Without it patrol only recreates a token GitLab knows (a revoked or
     /// expired one is listed), so a misspelt name fails instead of creating a stray token.
@@ -139,6 +144,8 @@ pub struct GitlabSection {
     pub url: Option<String>,
     pub token_env: String,
     pub ca_file: Option<PathBuf>,
+    /// The line of `ca_file` in the config file.
+    ca_file_line: usize,
     /// How long GitLab may keep working on a request after patrol stopped waiting for it
     /// (`request_deadline_seconds`; gitlab-api.md §12): a rotate whose answer was lost is sent
     /// again only after this, once GitLab's state shows it did not happen.
@@ -185,43 +192,40 @@ pub enum ConfigError {
 }
 
 // ---- the file as written -------------------------------------------------------------------
+//
+// Each block is parsed into TOML's own tables (syntax errors stop only that block), then read
+// key by key: an unknown key, a value of the wrong type, a missing key are each a problem, and
+// reading goes on, so that every problem in the file is reported at once.
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawConfig {
     gitlab: Option<RawGitlab>,
     notify: Option<RawNotify>,
     defaults: Option<RawPolicy>,
-    #[serde(default)]
     token: Vec<Spanned<RawToken>>,
+    /// How many `[[token]]` tables there are, readable or not.
+    tokens_given: usize,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawGitlab {
-    url: Option<String>,
+    url: Option<Spanned<String>>,
     token_env: Option<String>,
-    ca_file: Option<PathBuf>,
+    ca_file: Option<Spanned<String>>,
     request_deadline_seconds: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNotify {
     project: String,
     labels: Option<Vec<String>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawPolicy {
     rotate_before_days: Option<Spanned<i64>>,
     expires_in_days: Option<Spanned<i64>>,
     strategy: Option<Strategy>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawToken {
     id: String,
     kind: TokenKind,
@@ -231,17 +235,16 @@ struct RawToken {
     group: Option<String>,
     scopes: Option<Vec<String>>,
     create: Option<bool>,
+    access_level: Option<Spanned<u16>>,
     rotate_before_days: Option<Spanned<i64>>,
     expires_in_days: Option<Spanned<i64>>,
     strategy: Option<Strategy>,
-    #[serde(default)]
+    /// How many `[[token.variable]]` tables there are, readable or not.
+    variables_given: usize,
     variable: Vec<Spanned<RawVariable>>,
-    #[serde(default)]
     pipeline: Vec<Spanned<RawPipeline>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawVariable {
     project: Option<String>,
     group: Option<String>,
@@ -250,14 +253,352 @@ struct RawVariable {
     protected: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawPipeline {
     project: String,
-    #[serde(rename = "ref")]
     reference: String,
     action: Option<PipelineAction>,
     wait_minutes: Option<u64>,
+}
+
+const KINDS: &[(&str, TokenKind)] = &[
+    ("personal", TokenKind::Personal),
+    ("project", TokenKind::Project),
+    ("group", TokenKind::Group),
+    ("service_account", TokenKind::ServiceAccount),
+];
+const STRATEGIES: &[(&str, Strategy)] = &[("rotate", Strategy::Rotate), ("overlap", Strategy::Overlap)];
+const ACTIONS: &[(&str, PipelineAction)] = &[("retry", PipelineAction::Retry), ("create", PipelineAction::Create)];
+
+/// GitLab's roles for a project or group token (gitlab-api.md §2 "Create"), by name and number.
+pub const ACCESS_LEVELS: &[(&str, u16)] =
+    &[("guest", 10), ("planner", 15), ("reporter", 20), ("developer", 30), ("maintainer", 40), ("owner", 50)];
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// One table's values by key, once every key has been checked against the known ones.
+struct Entries<'t, 'i> {
+    /// Where the table starts: a missing key is reported there.
+    at: usize,
+    /// What the table is, for messages: `token "x"`, `[gitlab]`.
+    label: String,
+    values: HashMap<&'t str, &'t Value<'i>>,
+}
+
+fn kind_of(v: &DeValue) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a decimal number",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+impl<'a> Checker<'a> {
+    /// The entries of `table`, each key checked against `known`.
+    fn entries<'t, 'i>(
+        &mut self,
+        at: usize,
+        table: &'t DeTable<'i>,
+        known: &[&str],
+        label: impl Into<String>,
+    ) -> Entries<'t, 'i> {
+        let mut values = HashMap::new();
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref();
+            if known.contains(&name) {
+                values.insert(name, value);
+            } else {
+                let expected = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+                self.add(key.span().start, Some(name), format!("unknown field `{name}`, expected one of {expected}"));
+            }
+        }
+        Entries { at, label: label.into(), values }
+    }
+
+    fn wrong(&mut self, e: &Entries, key: &str, value: &Value, wanted: &str) {
+        let message = format!("{}: must be {wanted}, not {}", e.label, kind_of(value.get_ref()));
+        self.add(value.span().start, Some(key), message);
+    }
+
+    /// A key that must be there; its absence is a problem.
+    fn required<T>(&mut self, e: &Entries, key: &str, value: Option<T>) -> Option<T> {
+        if !e.values.contains_key(key) {
+            self.add(e.at, Some(key), format!("missing field `{key}` in {}", e.label));
+        }
+        value
+    }
+
+    fn text(&mut self, e: &Entries, key: &str) -> Option<Spanned<String>> {
+        let value = e.values.get(key)?;
+        match value.get_ref() {
+            DeValue::String(s) => Some(Spanned::new(value.span(), s.to_string())),
+            _ => {
+                self.wrong(e, key, value, "a string");
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, e: &Entries, key: &str) -> Option<String> {
+        self.text(e, key).map(Spanned::into_inner)
+    }
+
+    fn integer(&mut self, e: &Entries, key: &str) -> Option<Spanned<i64>> {
+        let value = e.values.get(key)?;
+        let number = match value.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+            _ => {
+                self.wrong(e, key, value, "a whole number");
+                return None;
+            }
+        };
+        if number.is_none() {
+            self.add(value.span().start, Some(key), format!("{}: the number is too large", e.label));
+        }
+        number.map(|n| Spanned::new(value.span(), n))
+    }
+
+    fn unsigned(&mut self, e: &Entries, key: &str) -> Option<u64> {
+        let n = self.integer(e, key)?;
+        u64::try_from(*n.get_ref()).ok().or_else(|| {
+            self.add(n.span().start, Some(key), format!("{}: must be 0 or more", e.label));
+            None
+        })
+    }
+
+    fn boolean(&mut self, e: &Entries, key: &str) -> Option<bool> {
+        let value = e.values.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong(e, key, value, "true or false");
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, e: &Entries, key: &str) -> Option<Vec<String>> {
+        let value = e.values.get(key)?;
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong(e, key, value, "an array of strings");
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push(s.to_string()),
+                other => {
+                    let message =
+                        format!("{}: must be an array of strings, not with {} in it", e.label, kind_of(other));
+                    self.add(item.span().start, Some(key), message);
+                }
+            }
+        }
+        (out.len() == items.len()).then_some(out)
+    }
+
+    /// One of `choices`, by name.
+    fn choice<T: Copy>(&mut self, e: &Entries, key: &str, choices: &[(&str, T)]) -> Option<T> {
+        let value = e.values.get(key)?;
+        let names = choices.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        let DeValue::String(s) = value.get_ref() else {
+            self.wrong(e, key, value, &format!("one of {names}"));
+            return None;
+        };
+        let found = choices.iter().find(|(n, _)| *n == s.as_ref()).map(|(_, v)| *v);
+        if found.is_none() {
+            self.add(value.span().start, Some(key), format!("{}: {:?} is not one of {names}", e.label, s.as_ref()));
+        }
+        found
+    }
+
+    /// A table (`[gitlab]`).
+    fn table<'t, 'i>(&mut self, e: &Entries<'t, 'i>, key: &str) -> Option<(usize, &'t DeTable<'i>)> {
+        let value = e.values.get(key)?;
+        match value.get_ref() {
+            DeValue::Table(t) => Some((value.span().start, t)),
+            _ => {
+                self.wrong(e, key, value, &format!("a table ([{key}])"));
+                None
+            }
+        }
+    }
+
+    /// An array of tables (`[[token]]`).
+    fn tables<'t, 'i>(&mut self, e: &Entries<'t, 'i>, key: &str) -> Vec<(usize, &'t DeTable<'i>)> {
+        let Some(value) = e.values.get(key) else { return Vec::new() };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong(e, key, value, &format!("an array of tables ([[{}]])", e.label_path(key)));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::Table(t) => out.push((item.span().start, t)),
+                other => {
+                    let message = format!("{}: [[{key}]] entries must be tables, not {}", e.label, kind_of(other));
+                    self.add(item.span().start, Some(key), message);
+                }
+            }
+        }
+        out
+    }
+
+    /// `access_level`: a role's name or GitLab's number for it.
+    fn access_level(&mut self, e: &Entries, key: &str) -> Option<Spanned<u16>> {
+        let value = e.values.get(key)?;
+        let names = ACCESS_LEVELS.iter().map(|(n, l)| format!("{n} ({l})")).collect::<Vec<_>>().join(", ");
+        let level = match value.get_ref() {
+            DeValue::String(s) => ACCESS_LEVELS.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)).map(|(_, l)| *l),
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .and_then(|n| ACCESS_LEVELS.iter().find(|(_, l)| i64::from(*l) == n))
+                .map(|(_, l)| *l),
+            _ => {
+                self.wrong(e, key, value, &format!("a role, one of {names}"));
+                return None;
+            }
+        };
+        if level.is_none() {
+            let message = format!("{}: not a role GitLab gives a token; use one of {names}", e.label);
+            self.add(value.span().start, Some(key), message);
+        }
+        level.map(|l| Spanned::new(value.span(), l))
+    }
+}
+
+impl Entries<'_, '_> {
+    /// `token.variable` for the `variable` key of a token's table.
+    fn label_path(&self, key: &str) -> String {
+        if self.label.starts_with("token") {
+            format!("token.{key}")
+        } else {
+            key.to_owned()
+        }
+    }
+}
+
+/// Reads one block of the file; `None` when its TOML cannot be parsed (the problem is noted).
+fn read_block(c: &mut Checker, block: &str) -> Option<RawConfig> {
+    let doc = match DeTable::parse(block) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let message = e.message().trim().to_owned();
+            // toml names a duplicated key between backticks; other messages quote punctuation
+            // the same way, which is no key.
+            let key = message.split('`').nth(1).filter(|_| message.contains("duplicate key")).map(str::to_owned);
+            c.add(e.span().map(|s| s.start).unwrap_or(0), key.as_deref(), message);
+            return None;
+        }
+    };
+    let top = c.entries(0, doc.get_ref(), &["gitlab", "notify", "defaults", "token"], "the file");
+    let mut raw = RawConfig::default();
+    if let Some((at, table)) = c.table(&top, "gitlab") {
+        let e = c.entries(at, table, &["url", "token_env", "ca_file", "request_deadline_seconds"], "[gitlab]");
+        raw.gitlab = Some(RawGitlab {
+            url: c.text(&e, "url"),
+            token_env: c.string(&e, "token_env"),
+            ca_file: c.text(&e, "ca_file"),
+            request_deadline_seconds: c.unsigned(&e, "request_deadline_seconds"),
+        });
+    }
+    if let Some((at, table)) = c.table(&top, "notify") {
+        let e = c.entries(at, table, &["project", "labels"], "[notify]");
+        let project = c.string(&e, "project");
+        let labels = c.strings(&e, "labels");
+        raw.notify = c.required(&e, "project", project).map(|project| RawNotify { project, labels });
+    }
+    if let Some((at, table)) = c.table(&top, "defaults") {
+        let e = c.entries(at, table, &["rotate_before_days", "expires_in_days", "strategy"], "defaults");
+        raw.defaults = Some(RawPolicy {
+            rotate_before_days: c.integer(&e, "rotate_before_days"),
+            expires_in_days: c.integer(&e, "expires_in_days"),
+            strategy: c.choice(&e, "strategy", STRATEGIES),
+        });
+    }
+    let tables = c.tables(&top, "token");
+    raw.tokens_given = tables.len();
+    for (at, table) in tables {
+        if let Some(token) = read_token(c, at, table) {
+            raw.token.push(Spanned::new(at..at, token));
+        }
+    }
+    Some(raw)
+}
+
+const TOKEN_KEYS: &[&str] = &[
+    "id",
+    "kind",
+    "name",
+    "user",
+    "project",
+    "group",
+    "scopes",
+    "create",
+    "access_level",
+    "rotate_before_days",
+    "expires_in_days",
+    "strategy",
+    "variable",
+    "pipeline",
+];
+
+fn read_token(c: &mut Checker, at: usize, table: &DeTable) -> Option<RawToken> {
+    let id = table.get("id").and_then(|v| v.get_ref().as_str()).map(|s| format!("token {s:?}"));
+    let e = c.entries(at, table, TOKEN_KEYS, id.unwrap_or_else(|| "[[token]]".into()));
+    let id = c.string(&e, "id");
+    let kind = c.choice(&e, "kind", KINDS);
+    let name = c.string(&e, "name");
+    let (id, kind, name) = (c.required(&e, "id", id), c.required(&e, "kind", kind), c.required(&e, "name", name));
+    let mut variable = Vec::new();
+    let tables = c.tables(&e, "variable");
+    let variables_given = tables.len();
+    for (at, table) in tables {
+        let v = c.entries(at, table, &["project", "group", "key", "environment_scope", "protected"], e.label.clone());
+        let key = c.string(&v, "key");
+        let (project, group) = (c.string(&v, "project"), c.string(&v, "group"));
+        let (environment_scope, protected) = (c.string(&v, "environment_scope"), c.boolean(&v, "protected"));
+        if let Some(key) = c.required(&v, "key", key) {
+            let read = RawVariable { project, group, key, environment_scope, protected };
+            variable.push(Spanned::new(at..at, read));
+        }
+    }
+    let mut pipeline = Vec::new();
+    for (at, table) in c.tables(&e, "pipeline") {
+        let p = c.entries(at, table, &["project", "ref", "action", "wait_minutes"], e.label.clone());
+        let (project, reference) = (c.string(&p, "project"), c.string(&p, "ref"));
+        let (project, reference) = (c.required(&p, "project", project), c.required(&p, "ref", reference));
+        let (action, wait_minutes) = (c.choice(&p, "action", ACTIONS), c.unsigned(&p, "wait_minutes"));
+        if let (Some(project), Some(reference)) = (project, reference) {
+            pipeline.push(Spanned::new(at..at, RawPipeline { project, reference, action, wait_minutes }));
+        }
+    }
+    let (user, project, group) = (c.string(&e, "user"), c.string(&e, "project"), c.string(&e, "group"));
+    let (scopes, create, access_level) =
+        (c.strings(&e, "scopes"), c.boolean(&e, "create"), c.access_level(&e, "access_level"));
+    let (rotate_before_days, expires_in_days) = (c.integer(&e, "rotate_before_days"), c.integer(&e, "expires_in_days"));
+    let strategy = c.choice(&e, "strategy", STRATEGIES);
+    let token = RawToken {
+        id: id?,
+        kind: kind?,
+        name: name?,
+        user,
+        project,
+        group,
+        scopes,
+        create,
+        access_level,
+        rotate_before_days,
+        expires_in_days,
+        strategy,
+        variables_given,
+        variable,
+        pipeline,
+    };
+    Some(token)
 }
 
 // ---- parsing and validation ------------------------------------------------------------------
@@ -287,41 +628,64 @@ impl Checker<'_> {
 }
 
 impl Config {
+    /// Reads and checks the file; every problem found is reported, not only the first.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Config::parse(path, &text)
+        let (config, problems) = Config::load_all(path)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
     }
 
-    /// Parses and validates; every problem found is reported, not only the first.
+    /// Reads and checks the file, and reads the CA file it names: what could be read of it (the
+    /// tokens without problems), and every problem. An error only when the file cannot be read.
+    pub fn load_all(path: &Path) -> Result<(Config, Vec<Problem>), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let (config, mut problems) = Config::check(path, &text);
+        if let Some(ca) = &config.gitlab.ca_file {
+            if let Err(message) = crate::gitlab::read_ca_file(ca) {
+                let file = path.display().to_string();
+                problems.push(Problem { file, line: config.gitlab.ca_file_line, key: Some("ca_file".into()), message });
+                problems.sort_by_key(|p| p.line);
+            }
+        }
+        Ok((config, problems))
+    }
+
+    /// Parses and validates `text` (no file is read); every problem found is reported.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::check(path, text);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
+    }
+
+    /// What could be read of `text`, and every problem in it, in the order of the file.
     ///
     /// The file is parsed one `[[token]]` block at a time, so only one block's TOML document is
     /// in memory at once: a 10,000-token file parsed whole peaks at ~75 MB (BENCHMARKS.md).
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    fn check(path: &Path, text: &str) -> (Config, Vec<Problem>) {
         let mut c = Checker { file: path.display().to_string(), text, base: 0, problems: Vec::new() };
-        let mut raw = RawConfig { gitlab: None, notify: None, defaults: None, token: Vec::new() };
-        let mut notify_at = 0;
-        let mut defaults_at = 0;
+        let mut raw = RawConfig::default();
+        let (mut gitlab_at, mut notify_at, mut defaults_at) = (0, 0, 0);
         let mut token_at = Vec::new();
+        let mut unreadable = 0;
         for (offset, block) in blocks(text) {
             c.base = offset;
-            let part: RawConfig = match toml::from_str(block) {
-                Ok(part) => part,
-                Err(e) => {
-                    let message = e.message().trim().to_owned();
-                    // serde names the offending key between backticks: "unknown field `x`, …";
-                    // other messages quote punctuation the same way, which is no key.
-                    let names_key = ["field", "variant", "duplicate key"].iter().any(|w| message.contains(w));
-                    let key = message.split('`').nth(1).filter(|_| names_key).map(str::to_owned);
-                    c.add(e.span().map(|s| s.start).unwrap_or(0), key.as_deref(), message);
-                    continue;
-                }
+            let Some(part) = read_block(&mut c, block) else {
+                unreadable += 1;
+                continue;
             };
             if part.gitlab.is_some() {
                 if raw.gitlab.is_some() {
                     c.add(0, Some("gitlab"), "[gitlab] is defined twice");
                 }
                 raw.gitlab = part.gitlab;
+                gitlab_at = offset;
             }
             if part.notify.is_some() {
                 if raw.notify.is_some() {
@@ -339,16 +703,23 @@ impl Config {
             }
             token_at.extend(std::iter::repeat_n(offset, part.token.len()));
             raw.token.extend(part.token);
+            raw.tokens_given += part.tokens_given;
         }
-        if !c.problems.is_empty() {
-            return Err(ConfigError::Invalid { problems: c.problems });
+        c.base = gitlab_at;
+        if let Some(url) = raw.gitlab.as_ref().and_then(|g| g.url.as_ref()) {
+            if let Err(message) = check_gitlab_url(url.get_ref()) {
+                c.add(url.span().start, Some("url"), format!("[gitlab]: {message}"));
+            }
         }
+        let ca_file_line =
+            raw.gitlab.as_ref().and_then(|g| g.ca_file.as_ref()).map_or(0, |f| c.line(gitlab_at + f.span().start));
         let gitlab = raw.gitlab.map_or_else(
             || GitlabSection { token_env: "PATROL_TOKEN".into(), ..Default::default() },
             |g| GitlabSection {
-                url: g.url,
+                url: g.url.map(|u| u.into_inner().trim_end_matches('/').to_owned()),
                 token_env: g.token_env.unwrap_or_else(|| "PATROL_TOKEN".into()),
-                ca_file: g.ca_file,
+                ca_file: g.ca_file.map(|f| PathBuf::from(f.into_inner())),
+                ca_file_line,
                 request_deadline: g.request_deadline_seconds.map(std::time::Duration::from_secs),
             },
         );
@@ -374,7 +745,7 @@ impl Config {
         // Kind, owner and name (owners compared as GitLab does: case-insensitively) → token id.
         let mut identities: HashMap<(TokenKind, String, String), String> = HashMap::new();
         let mut tokens = Vec::new();
-        if raw.token.is_empty() {
+        if raw.tokens_given == 0 && unreadable == 0 {
             c.base = 0;
             c.add(0, Some("token"), "no [[token]] is configured: patrol has nothing to manage");
         }
@@ -395,7 +766,7 @@ impl Config {
                 strategy: t.strategy,
             };
             let policy = policy(&mut c, &raw_policy, defaults, &label);
-            if t.variable.is_empty() {
+            if t.variables_given == 0 {
                 c.add(
                     at,
                     Some("variable"),
@@ -445,6 +816,16 @@ impl Config {
                     identities.insert(identity, t.id.clone());
                 }
             }
+            if let (Some(level), TokenKind::Personal | TokenKind::ServiceAccount) = (&t.access_level, t.kind) {
+                c.add(
+                    level.span().start,
+                    Some("access_level"),
+                    format!(
+                        "{label}: a {} token has its user's role, not one of its own; access_level is for project and group tokens. Remove it",
+                        t.kind.as_str()
+                    ),
+                );
+            }
             if let Some(owner) = owner {
                 tokens.push(ManagedToken {
                     id: t.id.clone(),
@@ -452,6 +833,7 @@ impl Config {
                     name: t.name.clone(),
                     owner,
                     scopes: t.scopes.clone(),
+                    access_level: t.access_level.as_ref().map(|l| *l.get_ref()),
                     create: t.create.unwrap_or(false),
                     policy,
                     variables,
@@ -459,11 +841,33 @@ impl Config {
                 });
             }
         }
-        if c.problems.is_empty() {
-            Ok(Config { path: path.to_owned(), gitlab, notify, defaults, tokens })
-        } else {
-            Err(ConfigError::Invalid { problems: c.problems })
-        }
+        let mut problems = c.problems;
+        problems.sort_by_key(|p| p.line);
+        (Config { path: path.to_owned(), gitlab, notify, defaults, tokens }, problems)
+    }
+}
+
+/// A GitLab API root patrol may send its credential to: a URL ending in `/api/v4`, over https,
+/// or plain http to loopback only. The URL without a trailing `/`, or what is wrong with it.
+pub fn check_gitlab_url(url: &str) -> Result<String, String> {
+    let url = url.trim_end_matches('/').to_owned();
+    let parsed = url::Url::parse(&url).map_err(|e| format!("GitLab URL {url:?} is not a URL: {e}"))?;
+    if !url.ends_with("/api/v4") {
+        return Err(format!("GitLab URL {url:?} must be the API root, ending in /api/v4"));
+    }
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err(format!(
+            "refusing plain http to {url}: the credential would cross the network unencrypted. Use https (plain http is allowed only for loopback: localhost, 127.0.0.0/8 and ::1)."
+        )),
+        other => Err(format!("GitLab URL {url:?} has scheme {other:?}; use https")),
     }
 }
 
@@ -678,7 +1082,10 @@ ref = "main"
     fn syntax_errors_and_wrong_kinds_point_at_the_line() {
         assert!(problems("[gitlab\n")[0].starts_with("patrol.toml:1:"), "{:?}", problems("[gitlab\n"));
         let p = problems(&GOOD.replace("\"personal\"", "\"personl\""));
-        assert!(p[0].starts_with("patrol.toml:10: `personl`: unknown variant"), "{p:?}");
+        assert_eq!(
+            p,
+            ["patrol.toml:10: `kind`: token \"inventory\": \"personl\" is not one of personal, project, group, service_account"]
+        );
     }
 
     #[test]
@@ -718,6 +1125,97 @@ ref = "main"
         assert_eq!(cfg.gitlab.url.as_deref(), Some("https://later.example.com/api/v4"));
         let twice = GOOD.to_owned() + "\n[gitlab]\nurl = \"y\"\n";
         assert!(problems(&twice).iter().any(|p| p.contains("[gitlab] is defined twice")), "{:?}", problems(&twice));
+    }
+
+    /// One bad value used to stop the reading of its block and hide every other problem.
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_line_and_key() {
+        let text = GOOD
+            .replace(
+                "url = \"https://gitlab.example.com/api/v4\"",
+                "url = \"http://gitlab.example.com/api/v4\"\nrequest_deadline_seconds = -4",
+            )
+            .replace("kind = \"personal\"", "kind = \"personl\"\nstrategy = \"ovelap\"\nscopes = [\"api\", 3]")
+            .replace("rotate_before_days = 30", "rotate_before_days = \"30\"\nwait = 1")
+            .replace("ref = \"main\"", "ref = \"main\"\naction = \"rerun\"")
+            + "\n[[token]]\nid = \"second\"\nkind = \"group\"\nname = \"g\"\ngroup = \"sec\"\n";
+        let p = problems(&text);
+        assert_eq!(
+            p,
+            [
+                "patrol.toml:3: `url`: [gitlab]: refusing plain http to http://gitlab.example.com/api/v4: the credential would cross the network unencrypted. Use https (plain http is allowed only for loopback: localhost, 127.0.0.0/8 and ::1).",
+                "patrol.toml:4: `request_deadline_seconds`: [gitlab]: must be 0 or more",
+                "patrol.toml:11: `kind`: token \"inventory\": \"personl\" is not one of personal, project, group, service_account",
+                "patrol.toml:12: `strategy`: token \"inventory\": \"ovelap\" is not one of rotate, overlap",
+                "patrol.toml:13: `scopes`: token \"inventory\": must be an array of strings, not with an integer in it",
+                "patrol.toml:16: `rotate_before_days`: token \"inventory\": must be a whole number, not a string",
+                "patrol.toml:17: `wait`: unknown field `wait`, expected one of `id`, `kind`, `name`, `user`, `project`, `group`, `scopes`, `create`, `access_level`, `rotate_before_days`, `expires_in_days`, `strategy`, `variable`, `pipeline`",
+                "patrol.toml:26: `action`: token \"inventory\": \"rerun\" is not one of retry, create",
+                "patrol.toml:28: `variable`: token \"second\" has no [[token.variable]]: a rotated secret would be stored nowhere",
+            ]
+        );
+    }
+
+    #[test]
+    fn access_level_is_a_role_by_name_or_number_for_project_and_group_tokens() {
+        let project = GOOD
+            .replace("kind = \"personal\"", "kind = \"project\"")
+            .replace("user = \"svc-inventory\"", "project = \"sec/app\"");
+        for (written, level) in [("\"developer\"", 30), ("\"Reporter\"", 20), ("10", 10), ("15", 15), ("\"owner\"", 50)]
+        {
+            let text = project.replace("rotate_before_days = 30", &format!("access_level = {written}"));
+            let cfg = Config::parse(Path::new("patrol.toml"), &text).unwrap_or_else(|e| panic!("{written}: {e}"));
+            assert_eq!(cfg.tokens[0].access_level, Some(level), "{written}");
+        }
+        let cfg = Config::parse(Path::new("patrol.toml"), &project).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.tokens[0].access_level, None, "GitLab's default");
+        for bad in ["\"admin\"", "60", "0", "-10"] {
+            let text = project.replace("rotate_before_days = 30", &format!("access_level = {bad}"));
+            let p = problems(&text);
+            assert!(
+                p.len() == 1 && p[0].starts_with("patrol.toml:13: `access_level`: token \"inventory\": not a role"),
+                "{bad}: {p:?}"
+            );
+        }
+        let personal = GOOD.replace("rotate_before_days = 30", "access_level = \"guest\"");
+        assert_eq!(
+            problems(&personal),
+            ["patrol.toml:13: `access_level`: token \"inventory\": a personal token has its user's role, not one of its own; access_level is for project and group tokens. Remove it"]
+        );
+    }
+
+    #[test]
+    fn a_plain_http_url_is_refused_unless_it_is_loopback() {
+        for (url, ok) in [
+            ("https://gitlab.example.com/api/v4/", true),
+            ("http://localhost:8080/api/v4", true),
+            ("http://127.0.0.2/api/v4", true),
+            ("http://[::1]/api/v4", true),
+            ("http://gitlab.example.com/api/v4", false),
+            ("https://gitlab.example.com", false),
+            ("ftp://gitlab.example.com/api/v4", false),
+            ("gitlab.example.com/api/v4", false),
+        ] {
+            assert_eq!(check_gitlab_url(url).is_ok(), ok, "{url}: {:?}", check_gitlab_url(url));
+        }
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_read_is_a_problem_on_its_line() {
+        let dir = std::env::temp_dir().join(format!("patrol-config-ca-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("patrol.toml");
+        let missing = dir.join("missing.pem");
+        let _ = std::fs::write(
+            &path,
+            GOOD.replace("[gitlab]\n", &format!("[gitlab]\nca_file = {:?}\n", missing.display().to_string())),
+        );
+        let (config, problems) = Config::load_all(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.tokens.len(), 1, "the rest of the file is read");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!((problems[0].line, problems[0].key.as_deref()), (3, Some("ca_file")));
+        assert!(problems[0].message.starts_with("cannot read CA file"), "{}", problems[0]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

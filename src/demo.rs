@@ -1,6 +1,6 @@
 //! `patrol demo`: the runbook's story on the built-in simulator, in half a minute of reading.
 
-use crate::app::{execute, Stop, EXIT_FAILED, EXIT_OK};
+use crate::app::{execute, Human, Stop, EXIT_FAILED, EXIT_OK};
 use crate::config::Config;
 use crate::engine::{Engine, Mode, Options};
 use crate::gitlab::{Client, ClientOptions};
@@ -28,12 +28,12 @@ pub async fn run() -> Result<u8, Stop> {
 
     println!("$ patrol plan        (read-only: what is due, and why)");
     let plan = Engine::new(client.clone(), Options::new(Mode::Plan, today));
-    execute(&plan, &config.tokens, false).await;
+    execute(&plan, &config.tokens, false, Human::Stdout).await;
 
     println!("\n$ patrol rotate      (rotate what is due, store and verify the secrets, retry the pipelines)");
     let mut options = Options::new(Mode::Rotate, today);
     options.poll_interval = Duration::from_millis(100);
-    let reports = execute(&Engine::new(client.clone(), options), &config.tokens, false).await;
+    let reports = execute(&Engine::new(client.clone(), options), &config.tokens, false, Human::Stdout).await;
     for r in reports.iter().filter(|r| r.outcome != Outcome::Unchanged) {
         println!("\n{}", crate::report::describe(r));
     }

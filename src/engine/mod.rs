@@ -1367,7 +1367,11 @@ impl Engine {
         let mut notes = vec!["created a new token".to_owned()];
         for _ in 0..3 {
             self.still_locked(t).await?;
-            let error = match self.client().create_token(home, &t.name, scopes, expires_at, description).await {
+            let error = match self
+                .client()
+                .create_token(home, &t.name, scopes, t.access_level, expires_at, description)
+                .await
+            {
                 Ok(issued) => return Ok((issued, notes)),
                 Err(e) => e,
             };

@@ -188,12 +188,16 @@ impl Client {
         home: &TokenHome,
         name: &str,
         scopes: &[String],
+        access_level: Option<u16>,
         expires_at: NaiveDate,
         description: Option<&str>,
     ) -> Result<IssuedToken, GitlabError> {
         let mut body = json!({ "name": name, "scopes": scopes, "expires_at": expires_at.to_string() });
         if let Some(d) = description {
             body["description"] = json!(d);
+        }
+        if let Some(level) = access_level {
+            body["access_level"] = json!(level);
         }
         self.json(None, Method::POST, &home.create_path(), &[], Some(&body)).await
     }

@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// How long a connection may take to open, at most (less when `--timeout` is shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Largest answer patrol reads; GitLab's largest page of 100 tokens is far smaller.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
@@ -29,6 +32,11 @@ pub enum GitlabError {
     /// No answer: the request may or may not have been carried out.
     #[error("no answer from GitLab for {method} {path}: {detail}")]
     Transport { method: String, path: String, detail: String },
+    /// No connection could be made, and trying again will not make one: the host name does not
+    /// resolve, nothing listens on the port, or the TLS certificate is refused. Nothing was sent.
+    /// `problem` says which host, what went wrong and what to do.
+    #[error("cannot connect to GitLab for {method} {path}: {problem}")]
+    Unreachable { method: String, path: String, problem: String },
     #[error("GitLab answered {status} to {method} {path}: {message}")]
     Status { status: u16, method: String, path: String, message: String, retry_after: Option<Duration> },
     #[error("GitLab's answer to {method} {path} could not be read: {detail}")]
@@ -52,7 +60,7 @@ impl GitlabError {
         match self {
             GitlabError::Transport { .. } => true,
             GitlabError::Status { status, .. } => *status >= 500 || *status == 429,
-            GitlabError::Decode { .. } | GitlabError::Unexpected { .. } => false,
+            GitlabError::Unreachable { .. } | GitlabError::Decode { .. } | GitlabError::Unexpected { .. } => false,
         }
     }
 
@@ -60,6 +68,7 @@ impl GitlabError {
     pub fn message(&self) -> &str {
         match self {
             GitlabError::Status { message, .. } => message,
+            GitlabError::Unreachable { problem, .. } => problem,
             GitlabError::Transport { detail, .. }
             | GitlabError::Decode { detail, .. }
             | GitlabError::Unexpected { detail, .. } => detail,
@@ -70,6 +79,7 @@ impl GitlabError {
     /// proxy's, or GitLab's after it committed), or a success whose body could not be read (it
     /// was cut short: GitLab committed, §11 "truncated answer").
     pub fn outcome_unknown(&self) -> bool {
+        // `Unreachable`: no connection, so nothing was sent.
         matches!(self, GitlabError::Transport { .. } | GitlabError::Decode { .. })
             || self.status().is_some_and(|s| s >= 500)
     }
@@ -132,6 +142,9 @@ pub struct Client {
     credential: Secret,
     permits: Arc<Semaphore>,
     pace: Arc<std::sync::Mutex<Pace>>,
+    /// Whether GitLab has answered this client at least once: until it has, a name that does not
+    /// resolve or a port where nothing listens means the URL is wrong, and is not retried.
+    answered: Arc<std::sync::atomic::AtomicBool>,
     options: ClientOptions,
 }
 
@@ -162,10 +175,11 @@ impl Client {
     pub fn new(base: &str, credential: Secret, options: ClientOptions) -> Result<Client, GitlabError> {
         let mut builder = reqwest::Client::builder();
         if let Some(path) = &options.ca_file {
-            let fail = |detail: String| GitlabError::Transport { method: "-".into(), path: base.into(), detail };
-            let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read CA file {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| fail(format!("CA file {} is not a PEM bundle: {e}", path.display())))?;
+            let certs = read_ca_file(path).map_err(|detail| GitlabError::Transport {
+                method: "-".into(),
+                path: base.into(),
+                detail,
+            })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
@@ -180,7 +194,7 @@ impl Client {
         }
         let http = builder
             .timeout(options.timeout)
-            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .connect_timeout(options.timeout.min(CONNECT_TIMEOUT))
             // Never follow a redirect: the credential must not reach another host.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("patrol/", env!("CARGO_PKG_VERSION")))
@@ -188,7 +202,8 @@ impl Client {
             .map_err(|e| GitlabError::Transport { method: "-".into(), path: base.into(), detail: e.to_string() })?;
         let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
         let pace = Arc::new(std::sync::Mutex::new(Pace::default()));
-        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), credential, permits, pace, options })
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), credential, permits, pace, answered, options })
     }
 
     /// The same client (connection pool, request slots, rate-limit pacing) acting as another
@@ -228,7 +243,8 @@ impl Client {
             req = req.json(body);
         }
         let started = Instant::now();
-        let mut resp = req.send().await.map_err(|e| self.transport(method, path, describe(&e)))?;
+        let mut resp = req.send().await.map_err(|e| self.failed(method, path, &e))?;
+        self.answered.store(true, std::sync::atomic::Ordering::Relaxed);
         let status = resp.status();
         let headers = resp.headers().clone();
         self.observe_rate_limit(&headers);
@@ -246,7 +262,7 @@ impl Client {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(self.transport(method, path, describe(&e))),
+                Err(e) => return Err(self.transport(method, path, describe(&e, self.options.timeout))),
             }
         }
         tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "gitlab request");
@@ -297,15 +313,20 @@ impl Client {
     }
 
     fn transport(&self, method: &Method, path: &str, detail: impl std::fmt::Display) -> GitlabError {
-        let mut detail = detail.to_string();
-        if let Some(why) = certificate_problem(&detail) {
-            let host =
-                url::Url::parse(&self.base).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
-            detail = format!(
-                "the TLS certificate of {host} was rejected: {why}. If your GitLab uses a private certificate authority, point `ca_file` in [gitlab] (or CI_SERVER_TLS_CA_FILE, which GitLab CI sets) at its PEM bundle; if the name does not match, use the host name the certificate was issued for. ({detail})"
-            );
+        GitlabError::Transport { method: method.to_string(), path: path.into(), detail: detail.to_string() }
+    }
+
+    /// A request that got no answer: `Unreachable` when no connection could be made and trying
+    /// again will not make one (see [`permanent`]), else `Transport`, which is retried.
+    fn failed(&self, method: &Method, path: &str, e: &reqwest::Error) -> GitlabError {
+        let url = url::Url::parse(&self.base).ok();
+        let host = url.as_ref().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        let port = url.as_ref().and_then(url::Url::port_or_known_default).unwrap_or(443);
+        let answered = self.answered.load(std::sync::atomic::Ordering::Relaxed);
+        match permanent(e, &host, port, answered) {
+            Some(problem) => GitlabError::Unreachable { method: method.to_string(), path: path.into(), problem },
+            None => self.transport(method, path, describe(e, self.options.timeout)),
         }
-        GitlabError::Transport { method: method.to_string(), path: path.into(), detail }
     }
 
     /// Sends a request; retries it per the policy when it is idempotent (not `POST`). A 429 is
@@ -342,7 +363,11 @@ impl Client {
                     if started.elapsed() + wait > policy.budget {
                         return Err(e);
                     }
-                    tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
+                    let error = match &e {
+                        GitlabError::Status { status, message, .. } => format!("{status} {message}"),
+                        other => other.message().to_owned(),
+                    };
+                    tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error, "retrying");
                     tokio::time::sleep(wait).await;
                     delay = (delay * 2).min(policy.max_delay);
                     attempt += 1;
@@ -453,16 +478,101 @@ fn certificate_problem(detail: &str) -> Option<&'static str> {
     })
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut text = if e.is_timeout() { "timed out".to_owned() } else { e.to_string() };
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// Reads a PEM bundle of CA certificates to trust besides the system's.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("CA file {} is not a PEM bundle: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "CA file {} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
     }
-    text
+    Ok(certs)
+}
+
+/// The error and its causes, outermost first.
+fn chain(e: &reqwest::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut all: Vec<&(dyn std::error::Error + 'static)> = vec![e];
+    while let Some(next) = all.last().and_then(|x| x.source()) {
+        all.push(next);
+    }
+    all
+}
+
+/// Why no connection to `host` can be made, when trying again will not help, in words that say
+/// what to do; `None` for what may pass (a timeout, a reset, a name server that did not answer).
+///
+/// - A TLS certificate that is refused (untrusted issuer, another host's name, expired): always;
+///   it will not change within a run.
+/// - A host name that does not exist, or a port where nothing listens (connection refused): only
+///   while GitLab has not answered this client yet. Before the first answer they mean the URL is
+///   wrong, and nothing has been changed; once GitLab has answered, they are a restart or a DNS
+///   hiccup in the middle of a run, and retrying is what saves the run.
+fn permanent(e: &reqwest::Error, host: &str, port: u16, answered: bool) -> Option<String> {
+    let causes = chain(e);
+    let texts: Vec<String> = causes.iter().map(ToString::to_string).collect();
+    let all = texts.join(": ");
+    let innermost = texts.last().cloned().unwrap_or_default();
+    if let Some(why) = certificate_problem(&all) {
+        return Some(format!(
+            "the TLS certificate of {host} was rejected: {why}. If your GitLab uses a private certificate authority, point `ca_file` in [gitlab] (or CI_SERVER_TLS_CA_FILE, which GitLab CI sets) at its PEM bundle; if the name does not match, use the host name the certificate was issued for ({innermost})"
+        ));
+    }
+    if answered {
+        return None;
+    }
+    let lower = all.to_ascii_lowercase();
+    if lower.contains("dns error") {
+        // EAI_AGAIN: the name server did not answer; that may pass.
+        if lower.contains("temporary failure") || lower.contains("try again") {
+            return None;
+        }
+        let why = innermost.trim_start_matches("failed to lookup address information: ");
+        return Some(format!(
+            "the host name {host} does not resolve ({why}). Check the GitLab URL (--gitlab-url, PATROL_GITLAB_URL, CI_API_V4_URL, CI_SERVER_URL or [gitlab] url)"
+        ));
+    }
+    let refused = causes.iter().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    }) || lower.contains("connection refused");
+    if refused {
+        return Some(format!(
+            "nothing accepts connections on {host} port {port} (connection refused). Check the host and port of the GitLab URL (--gitlab-url, PATROL_GITLAB_URL, CI_API_V4_URL, CI_SERVER_URL or [gitlab] url), and that GitLab is up"
+        ));
+    }
+    None
+}
+
+/// `30s`, `500ms`: as `--timeout` takes it.
+fn shown(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// A failure that may pass, briefly: the causes without reqwest's and hyper's wrappers (which
+/// repeat the URL, or say only "client error").
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() && e.is_connect() {
+        return format!("could not connect within {}", shown(timeout.min(CONNECT_TIMEOUT)));
+    }
+    if e.is_timeout() {
+        return format!("no answer within {} (--timeout, PATROL_TIMEOUT)", shown(timeout));
+    }
+    let causes: Vec<String> = chain(e)
+        .iter()
+        .skip(1)
+        .map(ToString::to_string)
+        .filter(|t| !t.starts_with("client error (") && !t.is_empty())
+        .collect();
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    }
 }
 
 /// Turns a non-2xx answer into an error carrying GitLab's message (never a request body), with
@@ -672,6 +782,55 @@ mod tests {
         };
         let e = check(&Method::GET, "/x", answer, &[]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("login?t=glpat-[REDACTED], which patrol does not follow"), "{e}");
+    }
+
+    /// The error reqwest gives for a request to `url`.
+    async fn failure(url: &str) -> reqwest::Error {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_else(|e| panic!("{e}"));
+        match http.get(url).send().await {
+            Ok(r) => panic!("{url} answered {}", r.status()),
+            Err(e) => e,
+        }
+    }
+
+    /// A closed port or an unknown name means a wrong URL until GitLab has answered; after that,
+    /// a restart or a DNS hiccup, which a retry may outlast.
+    #[tokio::test]
+    async fn refused_and_unresolvable_are_permanent_until_gitlab_has_answered() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = failure(&format!("http://127.0.0.1:{port}/")).await;
+        let said = permanent(&refused, "127.0.0.1", port, false).unwrap_or_default();
+        assert!(said.contains(&format!("127.0.0.1 port {port} (connection refused)")), "{said}");
+        assert_eq!(permanent(&refused, "127.0.0.1", port, true), None);
+        let brief = describe(&refused, Duration::from_secs(1));
+        assert!(!brief.contains("error sending request") && !brief.contains("client error ("), "{brief}");
+        assert!(brief.to_lowercase().contains("refused"), "{brief}");
+
+        let unknown = failure("http://gitlab.invalid/").await;
+        if describe(&unknown, Duration::from_secs(1)).contains("Temporary failure") {
+            // No name server to ask here: that may pass, so it is retried.
+            assert_eq!(permanent(&unknown, "gitlab.invalid", 80, false), None);
+        } else {
+            let said = permanent(&unknown, "gitlab.invalid", 80, false).unwrap_or_default();
+            assert!(said.starts_with("the host name gitlab.invalid does not resolve"), "{said}");
+            assert_eq!(permanent(&unknown, "gitlab.invalid", 80, true), None);
+        }
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("patrol-ca-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let empty = dir.join("empty.pem");
+        let _ = std::fs::write(&empty, "# nothing here\n");
+        let said = read_ca_file(&empty).err().unwrap_or_default();
+        assert!(said.contains("holds no certificate") && said.contains("empty.pem"), "{said}");
+        let said = read_ca_file(&dir.join("missing.pem")).err().unwrap_or_default();
+        assert!(said.starts_with("cannot read CA file") && said.contains("missing.pem"), "{said}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -259,7 +259,10 @@ async fn bad_config_exits_2_naming_file_line_and_key() {
             FLEET_CONFIG.replace("[[token]]\nid = \"project\"", "[[token]\nid = \"project\""),
             "patrol.toml:12: unclosed array table",
         ),
-        (FLEET_CONFIG.replace("kind = \"group\"", "kind = \"grup\""), "`grup`: unknown variant"),
+        (
+            FLEET_CONFIG.replace("kind = \"group\"", "kind = \"grup\""),
+            "`kind`: token \"group\": \"grup\" is not one of",
+        ),
         (FLEET_CONFIG.replace("name = \"sec-reports\"\n", ""), "missing field `name`"),
         (
             FLEET_CONFIG.replace("user = \"alice\"\n", ""),

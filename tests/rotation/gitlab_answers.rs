@@ -118,7 +118,9 @@ async fn a_rotate_that_commits_after_patrol_gave_up_is_never_sent_again() {
         )
         .times(1),
     );
-    let run = u.patrol_with(&["rotate", "--only", "service"], &[("PATROL_TIMEOUT", "0.5")]).await;
+    // The config's deadline: the environment's (flag > env > config) would win over it.
+    let env = [("PATROL_TIMEOUT", "0.5"), ("PATROL_REQUEST_DEADLINE_SECONDS", UNSET)];
+    let run = u.patrol_with(&["rotate", "--only", "service"], &env).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
     assert!(u.sim.reuse_detections().is_empty(), "the old token was never rotated twice");
     let reason = run.report["tokens"][0]["reason"].as_str().unwrap_or_default();
@@ -147,7 +149,9 @@ async fn a_rotate_that_never_happened_is_sent_again_after_the_deadline() {
         )
         .times(1),
     );
-    let run = u.patrol_with(&["rotate", "--only", "service"], &[("PATROL_TIMEOUT", "0.5")]).await;
+    // The config's deadline: the environment's (flag > env > config) would win over it.
+    let env = [("PATROL_TIMEOUT", "0.5"), ("PATROL_REQUEST_DEADLINE_SECONDS", UNSET)];
+    let run = u.patrol_with(&["rotate", "--only", "service"], &env).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
     let reason = run.report["tokens"][0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("so it was sent again"), "{reason}");

@@ -8,6 +8,10 @@ use std::process::Command;
 
 pub const ADMIN: &str = "glpat-RotationTestsAdmin00";
 
+/// As a value in `Universe::patrol_with`'s environment: the variable is not set at all, not
+/// even to one of the values the universe sets for every run.
+pub const UNSET: &str = "\u{0}unset";
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -71,9 +75,11 @@ impl Universe {
             .find(|(k, _)| *k == "PATROL_CONFIG")
             .map_or_else(|| self.dir.join("patrol.toml").display().to_string(), |(_, v)| (*v).to_owned());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol"));
-        cmd.args(["--config", &config])
-            .args(args)
+        // The config through its environment variable, as the CI/CD component passes it: a
+        // command that reads no config file (`rotate --self`) refuses a --config flag.
+        cmd.args(args)
             .env_clear()
+            .env("PATROL_CONFIG", &config)
             .env("PATROL_GITLAB_URL", self.sim.api_url())
             .env("PATROL_TOKEN", ADMIN)
             .env("PATROL_LOG", "trace")
@@ -86,7 +92,11 @@ impl Universe {
             cmd.args(["--report", &report.display().to_string(), "--junit", &junit.display().to_string()]);
         }
         for (k, v) in env {
-            cmd.env(k, v);
+            if *v == UNSET {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         Ok((cmd, Files { report, junit }))
     }

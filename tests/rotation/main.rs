@@ -2,6 +2,7 @@
 
 mod bad_answers;
 mod budget;
+mod cli;
 mod concurrency;
 mod efficiency;
 mod engine;

@@ -21,7 +21,7 @@ fn authority(names: &[&str]) -> (String, String, String) {
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
-async fn tls_universe(names: &[&str], config: &str) -> (Universe, String) {
+pub async fn tls_universe(names: &[&str], config: &str) -> (Universe, String) {
     let (ca, cert, key) = authority(names);
     let sim =
         Simulator::start_tls("127.0.0.1:0", fleet(), &cert, &key).await.unwrap_or_else(|e| panic!("simulator: {e}"));
