@@ -429,6 +429,7 @@ pub fn say(out: Human, line: &str) {
 /// the config are done, so the output is the same from run to run.
 pub async fn execute(engine: &Engine, tokens: &[ManagedToken], gitlab_ci: bool, out: Human) -> Vec<TokenReport> {
     let total = tokens.len();
+    let plan = engine.mode() == Mode::Plan;
     let position: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
     let mut finished: BTreeMap<usize, TokenReport> = BTreeMap::new();
     let mut printed = 0;
@@ -440,36 +441,60 @@ pub async fn execute(engine: &Engine, tokens: &[ManagedToken], gitlab_ci: bool, 
                 }
                 while let Some(report) = finished.remove(&printed) {
                     printed += 1;
-                    print_progress(out, printed, total, &report, gitlab_ci);
+                    print_progress(out, printed, total, &report, plan);
                 }
             }
-            Progress::PipelineFailed(report) => {
-                say(out, &format!("{}: failed — {}", report.id, report.error.as_deref().unwrap_or("a pipeline failed")))
-            }
+            Progress::PipelineFailed(_) => {}
         })
         .await;
     // Any token whose line could not be placed (none, unless the engine skipped one): in order.
     for (i, report) in reports.iter().enumerate().skip(printed) {
-        print_progress(out, i + 1, total, report, gitlab_ci);
+        print_progress(out, i + 1, total, report, plan);
+    }
+    if !plan {
+        print_blocks(out, &reports, gitlab_ci);
     }
     say(out, &report::totals_line(&Summary::of(&reports)));
     reports
 }
 
-/// One token's progress line; in GitLab CI its details follow in a collapsed log section.
-fn print_progress(out: Human, done: usize, total: usize, report: &TokenReport, gitlab_ci: bool) {
-    let line = report::progress_line(done, total, report);
-    if gitlab_ci {
-        let ts = Utc::now().timestamp();
-        let details = report::describe(report);
-        say(
-            out,
-            &format!(
-                "\x1b[0Ksection_start:{ts}:patrol_token_{done}[collapsed=true]\r\x1b[0K{line}\n{details}\n\x1b[0Ksection_end:{ts}:patrol_token_{done}\r\x1b[0K"
-            ),
-        );
-    } else {
-        say(out, &line);
+/// One token's line as it is done; in `plan`, with what `rotate` would write and retry or start.
+fn print_progress(out: Human, done: usize, total: usize, report: &TokenReport, plan: bool) {
+    say(out, &report::progress_line(done, total, report));
+    if plan {
+        for line in report::block(report) {
+            say(out, &line);
+        }
+    }
+}
+
+/// After a `rotate`, once the pipelines have run: per token that changed something or failed,
+/// what it wrote and which pipelines it retried or started, and how they ended. In GitLab CI each
+/// token's block is a collapsible log section (open), with the token's details inside.
+fn print_blocks(out: Human, reports: &[TokenReport], gitlab_ci: bool) {
+    let shown: Vec<&TokenReport> =
+        reports.iter().filter(|r| r.outcome == report::Outcome::Failed || !report::block(r).is_empty()).collect();
+    if shown.is_empty() {
+        return;
+    }
+    say(out, "");
+    for (i, r) in shown.into_iter().enumerate().map(|(i, r)| (i + 1, r)) {
+        let head = report::block_head(r);
+        let lines = report::block(r).join("\n");
+        if gitlab_ci {
+            let ts = Utc::now().timestamp();
+            let details = report::describe(r);
+            say(
+                out,
+                &format!(
+                    "\x1b[0Ksection_start:{ts}:patrol_token_{i}[collapsed=false]\r\x1b[0K{head}\n{lines}\n{details}\n\x1b[0Ksection_end:{ts}:patrol_token_{i}\r\x1b[0K"
+                ),
+            );
+        } else if lines.is_empty() {
+            say(out, &head);
+        } else {
+            say(out, &format!("{head}\n{lines}"));
+        }
     }
 }
 

@@ -34,9 +34,6 @@ pub async fn run() -> Result<u8, Stop> {
     let mut options = Options::new(Mode::Rotate, today);
     options.poll_interval = Duration::from_millis(100);
     let reports = execute(&Engine::new(client.clone(), options), &config.tokens, false, Human::Stdout).await;
-    for r in reports.iter().filter(|r| r.outcome != Outcome::Unchanged) {
-        println!("\n{}", crate::report::describe(r));
-    }
 
     println!("\nThe dependent pipelines now:");
     for project in ["security/inventory-builder", "security/scanner", "security/reports"] {

@@ -345,6 +345,11 @@ impl Engine {
         })
     }
 
+    /// Whether this engine plans or rotates.
+    pub fn mode(&self) -> Mode {
+        self.options.mode
+    }
+
     /// The client, with whatever credential patrol currently holds.
     fn client(&self) -> Client {
         self.client.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -530,11 +535,8 @@ impl Engine {
             Step::Fail(failure) => Err(failure),
         };
         if let Err(Failure(message)) = result {
-            tracing::warn!(error = %message, "token failed");
+            tracing::debug!(error = %message, "token failed");
             report.outcome = Outcome::Failed;
-            if report.reason.is_empty() {
-                report.reason = "could not be finished".into();
-            }
             report.error = Some(message);
         }
         report
@@ -737,12 +739,9 @@ impl Engine {
             Decision::Create { .. } => Some(Planned::Recreate),
             Decision::Refuse { .. } | Decision::Unknown => None,
         };
-        match &decision {
-            Decision::Rotate { target, reason, .. } => {
-                tracing::debug!(token_id = target.id, %reason, "decided to rotate")
-            }
-            Decision::Create { reason } => tracing::debug!(%reason, "decided to create"),
-            _ => {}
+        // Once per token (stdout says it too, so only at -v).
+        if let Some(action) = report.action {
+            tracing::info!(action = action.planned(), "decided");
         }
         report.variables = states.iter().map(|s| variable_report(&s.target)).collect();
         let (why, reason) = match &decision {
@@ -1067,7 +1066,13 @@ impl Engine {
                         )
                     })?;
                 let description = named.iter().max_by_key(|x| x.id).and_then(|x| x.description.clone());
-                match self.obtain_by_creation(t, home, &scopes, expires_at, description.as_deref()).await {
+                // The role too: a successor keeps the role of the token it replaces unless the
+                // config names one (GitLab's default for a new project or group token is
+                // Maintainer, more than the token may have had).
+                let role = t
+                    .access_level
+                    .or_else(|| named.iter().max_by_key(|x| x.id).and_then(|x| x.access_level).map(u16::from));
+                match self.obtain_by_creation(t, home, &scopes, role, expires_at, description.as_deref()).await {
                     Err(Failure(why)) if own => {
                         return Err(Failure(format!(
                             "token {:?} is patrol's own credential, which patrol renews by creating its successor before revoking it, so that a lost answer never leaves it without a working credential; that failed: {why} Creating needs an administrator's credential for a personal token (a group Owner's for a service account or group token, a Maintainer's for a project token). Otherwise renew the credential by hand.",
@@ -1359,6 +1364,7 @@ impl Engine {
         t: &ManagedToken,
         home: &TokenHome,
         scopes: &[String],
+        access_level: Option<u16>,
         expires_at: NaiveDate,
         description: Option<&str>,
     ) -> Result<(IssuedToken, Vec<String>), Failure> {
@@ -1367,14 +1373,11 @@ impl Engine {
         let mut notes = vec!["created a new token".to_owned()];
         for _ in 0..3 {
             self.still_locked(t).await?;
-            let error = match self
-                .client()
-                .create_token(home, &t.name, scopes, t.access_level, expires_at, description)
-                .await
-            {
-                Ok(issued) => return Ok((issued, notes)),
-                Err(e) => e,
-            };
+            let error =
+                match self.client().create_token(home, &t.name, scopes, access_level, expires_at, description).await {
+                    Ok(issued) => return Ok((issued, notes)),
+                    Err(e) => e,
+                };
             // When the failed call returned, as in `obtain_by_rotation`.
             let sent = tokio::time::Instant::now();
             // A user's or service account's token answers 422, a project's or group's 400 (§11).

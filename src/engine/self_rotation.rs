@@ -90,11 +90,8 @@ pub async fn rotate_self(client: &Client, target: &SelfTarget, options: &Options
         stored_since: None,
     };
     if let Err(message) = work(client, &me, target, options, &mut report).await {
-        tracing::warn!(error = %message, "self-rotation failed");
+        tracing::debug!(error = %message, "self-rotation failed");
         report.outcome = Outcome::Failed;
-        if report.reason.is_empty() {
-            report.reason = "could not be finished".into();
-        }
         report.error = Some(message);
     }
     Ok(report)

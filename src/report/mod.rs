@@ -304,6 +304,20 @@ pub fn progress_line(done: usize, total: usize, t: &TokenReport) -> String {
     format!("[{done}/{total}] {}: {what}: {why}{after}", t.id)
 }
 
+/// The first line of a token's block after a `rotate`: `inventory: rotated, token 8 → 17
+/// (expires 2027-12-02)`, or why it failed.
+pub fn block_head(t: &TokenReport) -> String {
+    let tokens = match (&t.before, &t.after) {
+        (Some(b), Some(a)) => format!(", token {} → {} (expires {})", b.token_id, a.token_id, date(a.expires_at)),
+        (None, Some(a)) => format!(", token {} (expires {})", a.token_id, date(a.expires_at)),
+        _ => String::new(),
+    };
+    match (&t.outcome, &t.error) {
+        (Outcome::Failed, Some(e)) => format!("{}: failed{tokens}: {e}", t.id),
+        (outcome, _) => format!("{}: {}{tokens}", t.id, outcome.as_str()),
+    }
+}
+
 /// What was done for one token besides the token itself, one indented line each: the variables
 /// written (or, in `plan`, that would be), and the pipelines retried or started and how they
 /// ended (or would be). Empty when nothing was or would be done.

@@ -418,17 +418,24 @@ async fn access_level_sets_the_role_of_a_created_token() {
     assert_eq!(by_name, vec![("deploy-ci".into(), Some(40)), ("reports-ci".into(), Some(40))]);
 }
 
-/// `overlap` creates the successor: it gets the configured role. (GitLab's rotate keeps a
-/// token's role, so a plain rotation needs none.)
+/// `overlap` creates the successor: it gets the configured role, and without one the role of
+/// the token it replaces (GitLab would make it a Maintainer). (GitLab's rotate keeps a token's
+/// role, so a plain rotation needs none.)
 #[tokio::test]
 async fn an_overlap_successor_gets_the_configured_role() {
+    for role in ["\naccess_level = \"developer\"", ""] {
+        overlap_successor_role(role).await;
+    }
+}
+
+async fn overlap_successor_role(role: &str) {
     let mut seed = fleet();
     for t in seed.tokens.iter_mut().filter(|t| t.name == "app-ci") {
         t.access_level = Some(30);
     }
     let config = FLEET_CONFIG.replacen(
         "project = \"sec/app\"\n\n[[token.variable]]",
-        "project = \"sec/app\"\nstrategy = \"overlap\"\naccess_level = \"developer\"\n\n[[token.variable]]",
+        &format!("project = \"sec/app\"\nstrategy = \"overlap\"{role}\n\n[[token.variable]]"),
         1,
     );
     assert_ne!(config, FLEET_CONFIG);
@@ -438,7 +445,11 @@ async fn an_overlap_successor_gets_the_configured_role() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, tail(&run.stderr));
     let now = u.active("app-ci");
     assert!(now.len() == 1 && now != old, "{old:?} → {now:?}");
-    assert_eq!(roles(&u), vec![("app-ci".to_string(), Some(30))], "the successor is a developer, like its predecessor");
+    assert_eq!(
+        roles(&u),
+        vec![("app-ci".to_string(), Some(30))],
+        "{role:?}: the successor is a developer, like its predecessor"
+    );
 }
 
 #[tokio::test]
@@ -480,7 +491,11 @@ async fn a_report_to_stdout_is_alone_there_and_the_lines_go_to_stderr() {
     let report: serde_json::Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is the report alone ({e}):\n{}", run.stdout));
     assert_eq!(report["summary"]["due"], 4);
-    assert!(run.stderr.contains("[1/4] personal: due") && run.stderr.contains("patrol: 0 rotated"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("[1/4] personal: would rotate") && run.stderr.contains("patrol: 0 rotated"),
+        "{}",
+        run.stderr
+    );
     assert!(!u.dir.join("-").exists(), "no file named -");
 
     let run = plain(&u, &["rotate", "--junit", "-", "--only", "project"], &[]).await;
@@ -557,8 +572,9 @@ async fn token_lines_are_printed_in_config_order_whatever_finishes_first() {
         let numbered: Vec<bool> = (1..=4).map(|i| run.stdout.contains(&format!("[{i}/4] {}:", order[i - 1]))).collect();
         assert_eq!(numbered, [true; 4], "{}", run.stdout);
         if gitlab_ci == "true" {
-            for i in 1..=4 {
-                let start = format!("patrol_token_{i}[collapsed=true]");
+            // After the lines, each token's block in a section, open, in config order.
+            for (i, id) in order.iter().enumerate().map(|(i, id)| (i + 1, id)) {
+                let start = format!("patrol_token_{i}[collapsed=false]\r\x1b[0K{id}: rotated");
                 assert!(run.stdout.contains(&start), "{start} in {}", run.stdout);
                 assert_eq!(run.stdout.matches(&format!(":patrol_token_{i}\r")).count(), 1, "one section end each");
             }

@@ -87,13 +87,9 @@ async fn plan_is_read_only_and_says_what_is_due() {
     assert_eq!(run.report["tokens"][0]["reason"], format!("expires {expires}, within 14 days"));
     assert_eq!(u.writes_since(0), Vec::<String>::new());
     assert_eq!(u.patrol(&["plan"]).await.code, 0, "without --exit-code, due is success");
+    // Under GitLab CI as in a terminal: each token's line, then what rotate would write and run.
     let in_ci = u.patrol_with(&["plan"], &[("GITLAB_CI", "true")]).await;
-    let sections = in_ci.stdout.matches("section_start:").count();
-    assert_eq!((sections, in_ci.stdout.matches("section_end:").count()), (4, 4), "{}", in_ci.stdout);
-    assert!(
-        in_ci.stdout.contains("[collapsed=true]")
-            && in_ci.stdout.contains("variable project sec/app PERSONAL_TOKEN [*]: would-write")
-    );
+    assert!(in_ci.stdout.contains("would write project sec/app PERSONAL_TOKEN [*]"), "{}", in_ci.stdout);
     let dry = u.patrol(&["rotate", "--dry-run"]).await;
     assert_eq!((dry.code, dry.report["command"].as_str()), (0, Some("plan")));
     assert_eq!(u.writes_since(0), Vec::<String>::new());

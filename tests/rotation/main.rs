@@ -18,6 +18,7 @@ mod notify;
 mod overlap;
 mod panic;
 mod pipelines;
+mod plan;
 mod recovery;
 mod self_rotation;
 mod tls;
