@@ -210,7 +210,8 @@ fn read_json(path: &Path) -> Value {
 /// summary counts the same and that no token failed.
 fn rotated_in_report(path: &Path) -> Vec<String> {
     let report = read_json(path);
-    if report["schema_version"] != 2 {
+    // Version 1 from a baseline build (`PATROL_BENCH_BASELINE`) reads the same here.
+    if report["schema_version"] != 2 && report["schema_version"] != 1 {
         fail(&format!("{}: schema_version {}, expected 2", path.display(), report["schema_version"]));
     }
     let Some(tokens) = report["tokens"].as_array() else { fail(&format!("{}: no tokens array", path.display())) };
@@ -324,12 +325,32 @@ struct Row {
     out: PathBuf,
 }
 
+/// The least time GitLab's latency and throttle allow. The throttle counts requests in fixed
+/// windows of a minute (GitLab's Rack::Attack, and the simulator, align them to the clock's
+/// minutes), and each throttled run starts at a window's start: every full window before the
+/// last one must pass, then the last window's requests at `concurrency` in flight.
 fn bound(requests: usize, chain: u64, latency: Duration, rate_limit: Option<u32>, concurrency: u64) -> f64 {
     let l = latency.as_secs_f64();
     let spread = requests as f64 * l / concurrency as f64;
     let path = chain as f64 * l;
-    let throttle = rate_limit.map_or(0.0, |per_minute| requests as f64 / (f64::from(per_minute) / 60.0));
+    let throttle = rate_limit.map_or(0.0, |per_minute| {
+        let per_minute = per_minute.max(1) as usize;
+        let full = requests.saturating_sub(1) / per_minute;
+        full as f64 * 60.0 + (requests - full * per_minute) as f64 * l / concurrency as f64
+    });
     spread.max(path).max(throttle)
+}
+
+/// Under a throttle, waits for the start of the next minute: GitLab's windows are the clock's
+/// minutes, and a run that starts late in one gets a window's worth of requests early, which
+/// would make runs incomparable.
+async fn window_start(rate: Option<u32>) {
+    if rate.is_none() {
+        return;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let into = now.as_millis() % 60_000;
+    tokio::time::sleep(Duration::from_millis((60_000 - into) as u64 + 50)).await;
 }
 
 /// How the benchmark runs: the same for every measurement.
@@ -352,13 +373,14 @@ async fn measure(
 ) -> Row {
     let Setup { time, dir, latency, rate, concurrency, warm } = setup;
     let (latency, rate) = (*latency, *rate);
-    let before = sim.requests().len();
     let url = sim.api_url();
     let (log, out) =
         (dir.join(format!("{}-{command}-{n}.log", build.0)), dir.join(format!("{}-{command}-{n}.out", build.0)));
     let (time, binary, l, o) = (time.to_owned(), build.1.to_owned(), log.clone(), out.clone());
     let mut args = args;
     args.extend(["--concurrency".to_owned(), concurrency.to_string()]);
+    window_start(rate).await;
+    let before = sim.requests().len();
     let m = tokio::task::spawn_blocking(move || run_patrol(&time, &binary, &args, &url, &l, &o))
         .await
         .unwrap_or_else(|e| fail(&format!("the {command} run: {e}")));
