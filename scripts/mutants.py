@@ -451,6 +451,38 @@ MUTATIONS = [
         ROTATION + ["cli::a_read_api"],
     ),
 
+    Mutation(
+        "created-as-rotated",
+        "a token made anew is reported created, not rotated",
+        "src/engine/mod.rs",
+        "            (Decision::Create { .. }, _) => Outcome::Created,",
+        "            (Decision::Create { .. }, _) => Outcome::Rotated,",
+        ROTATION + ["plan::"],
+    ),
+    Mutation(
+        "plan-says-due",
+        "plan says what rotate would do, not just due",
+        "src/report/mod.rs",
+        "        (Outcome::Due, Some(action)) => action.planned(),",
+        "        (Outcome::Due, Some(_)) => \"due\",",
+        ROTATION + ["plan::"],
+    ),
+    Mutation(
+        "rotate-prints-no-blocks",
+        "rotate shows per token what it wrote and which pipelines ran",
+        "src/app.rs",
+        "    if !plan {\n        print_blocks(out, &reports, gitlab_ci);\n    }",
+        "    let _ = print_blocks;",
+        ROTATION + ["plan::"],
+    ),
+    Mutation(
+        "overlap-successor-maintainer",
+        "an overlap successor keeps the role of the token it replaces",
+        "src/engine/mod.rs",
+        "named.iter().max_by_key(|x| x.id).and_then(|x| x.access_level).map(u16::from)",
+        "None::<u16>",
+        ROTATION + ["cli::an_overlap"],
+    ),
 ]
 
 
