@@ -104,7 +104,7 @@ fn keys(vars: &Value) -> Vec<String> {
         .collect()
 }
 
-fn token_entry<'a>(report: &'a Value, id: u64) -> &'a Value {
+fn token_entry(report: &Value, id: u64) -> &Value {
     report["tokens"].as_array().into_iter().flatten().find(|t| t["token_id"] == id).unwrap_or(&Value::Null)
 }
 
