@@ -1,7 +1,7 @@
 //! The commands: turn parsed arguments into a run of the engine, print, report, and pick the
 //! exit code. `main.rs` only sets up logging and calls [`run`].
 
-use crate::cli::{AuditArgs, Cli, Command, Common, PlanArgs, RotateArgs, Selection, Switch, Tuning};
+use crate::cli::{AuditArgs, Cli, Command, Common, DiscoverArgs, PlanArgs, RotateArgs, Selection, Switch, Tuning};
 use crate::config::{Config, ConfigError, ManagedToken};
 use crate::engine::self_rotation::{rotate_self as rotate_self_engine, Refused, SelfTarget};
 use crate::engine::{audit, Engine, Mode, Options, Progress};
@@ -56,7 +56,8 @@ impl Env {
 }
 
 pub async fn run(cli: Cli, env: &Env) -> u8 {
-    let talks_to_gitlab = matches!(cli.command, Command::Plan(_) | Command::Rotate(_) | Command::Audit(_));
+    let talks_to_gitlab =
+        matches!(cli.command, Command::Plan(_) | Command::Rotate(_) | Command::Audit(_) | Command::Discover(_));
     if talks_to_gitlab && debug_trace(env) && !cli.allow_debug_trace {
         eprintln!(
             "patrol: refusing to run with CI_DEBUG_TRACE enabled: GitLab then writes every command and variable of the job to its log, and it masks only the variables it knew when the job started, so a secret patrol handles could be shown. Turn CI_DEBUG_TRACE off for this job, or pass --allow-debug-trace if the log is private and will be deleted. Nothing was contacted."
@@ -67,6 +68,7 @@ pub async fn run(cli: Cli, env: &Env) -> u8 {
         Command::Plan(args) => plan(&cli, args, env).await,
         Command::Rotate(args) => rotate(&cli, args, env).await,
         Command::Audit(args) => run_audit(&cli, args, env).await,
+        Command::Discover(args) => run_discover(&cli, args, env).await,
         Command::Validate => validate(&cli, env),
         Command::Demo => crate::demo::run().await,
         Command::Simulator(_) => Err(Stop::usage("the simulator is started by main")),
@@ -561,6 +563,97 @@ async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// `patrol discover`: the map of where tokens are stored, its findings, and optionally a config.
+async fn run_discover(cli: &Cli, args: &DiscoverArgs, env: &Env) -> Result<u8, Stop> {
+    if let Some(path) = &args.write_config {
+        if path.exists() && !args.force {
+            return Err(Stop::usage(format!(
+                "--write-config {}: the file exists; refusing to overwrite it. Pass --force to replace it, or name another file. Nothing was contacted.",
+                path.display()
+            )));
+        }
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(c) => Some(c),
+        Err(ConfigError::Read { .. }) if !cli.config.exists() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let url = gitlab_url(cli, env, config.as_ref())?;
+    let secret = credential(env, config.as_ref())?;
+    let client = client(&url, secret, &args.common, env, config.as_ref())?;
+    let token = preflight(&client, Mode::Plan).await?;
+    let admin = match client.current_user().await {
+        Ok(user) => user.is_admin,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell whether patrol's credential is an administrator's (GET /user); walking as if it is not");
+            false
+        }
+    };
+    let options = crate::discover::Options {
+        groups: args.group.clone(),
+        projects: args.project.clone(),
+        prefixes: args.token_prefix.clone(),
+        within_days: args.within_days,
+        today: today(),
+        concurrency: usize::from(args.common.concurrency),
+        progress: !cli.quiet,
+    };
+    let me = crate::discover::Credential { token, admin };
+    let discovery = crate::discover::discover(&client, &me, config.as_ref(), &options).await.map_err(|e| Stop {
+        code: EXIT_FAILED,
+        message: format!("discover stopped: {e}. Nothing was changed; run again once GitLab answers, or narrow the walk with --group/--project."),
+    })?;
+    let report = &discovery.report;
+    let out = if args.json { Human::Stderr } else { Human::Stdout };
+    if args.json {
+        let json = serde_json::to_string_pretty(report)
+            .map_err(|e| Stop { code: EXIT_FAILED, message: format!("cannot write the JSON report: {e}") })?;
+        println!("{json}");
+    } else {
+        for line in crate::discover::output::lines(report) {
+            say(out, &line);
+        }
+    }
+    if let Some(path) = &args.write_config {
+        let (text, written) = crate::discover::config_out::render(&discovery, &today().to_string());
+        if written == 0 {
+            return Err(Stop {
+                code: EXIT_FAILED,
+                message: format!(
+                    "--write-config {}: no token found in a variable could be written as a [[token]] (see above), so no file was written: a config without one is refused by validate",
+                    path.display()
+                ),
+            });
+        }
+        write_new(path, &text, args.force).map_err(|e| Stop {
+            code: EXIT_FAILED,
+            message: format!("cannot write {}: {e}. Nothing in GitLab was changed.", path.display()),
+        })?;
+        say(
+            out,
+            &format!(
+                "wrote {} with {written} [[token]] block(s); review it (pipelines are marked `# review`), then `patrol validate --config {}` and `patrol plan --config {}`",
+                path.display(),
+                path.display(),
+                path.display()
+            ),
+        );
+    }
+    Ok(if args.exit_code && !report.findings.is_empty() { EXIT_DUE } else { EXIT_OK })
+}
+
+/// Writes `text` to `path`; without `force`, only if no file is there by then (a file that
+/// appeared during the walk is not replaced).
+fn write_new(path: &Path, text: &str, force: bool) -> std::io::Result<()> {
+    let mut file = if force {
+        std::fs::File::create(path)?
+    } else {
+        std::fs::OpenOptions::new().write(true).create_new(true).open(path)?
+    };
+    file.write_all(text.as_bytes())?;
+    file.flush()
 }
 
 #[cfg(test)]

@@ -221,6 +221,10 @@ pub enum Command {
     /// Read-only: list every token the credential can see that expires within N days, marking
     /// which ones the config manages.
     Audit(AuditArgs),
+    /// Read-only: find where tokens are stored. Walks the CI/CD variables of every project and
+    /// group the credential can read (or those given), learns whose token each holds, and lists
+    /// each token with its variables and what a person should act on.
+    Discover(DiscoverArgs),
     /// Check offline (no network, no credential) everything plan and rotate would refuse: the
     /// config file, the GitLab URL, the CA file, the settings; print every problem found.
     Validate,
@@ -349,7 +353,7 @@ pub fn idle_flags(cli: &Cli, matches: &ArgMatches) -> Vec<String> {
     };
     let mut refused = Vec::new();
     let (name, uses_config, uses_gitlab) = match &cli.command {
-        Command::Plan(_) | Command::Audit(_) => ("", true, true),
+        Command::Plan(_) | Command::Audit(_) | Command::Discover(_) => ("", true, true),
         Command::Rotate(r) if r.myself.var.is_some() => ("rotate --self", false, true),
         Command::Rotate(_) => ("", true, true),
         Command::Validate => ("validate", true, true),
@@ -369,7 +373,8 @@ pub fn idle_flags(cli: &Cli, matches: &ArgMatches) -> Vec<String> {
     if !uses_gitlab && given("gitlab_url") {
         refused.push(format!("--gitlab-url: `patrol {name}` talks to no GitLab but its own simulator"));
     }
-    let talks_to_gitlab = matches!(cli.command, Command::Plan(_) | Command::Rotate(_) | Command::Audit(_));
+    let talks_to_gitlab =
+        matches!(cli.command, Command::Plan(_) | Command::Rotate(_) | Command::Audit(_) | Command::Discover(_));
     if !talks_to_gitlab && given("allow_debug_trace") {
         refused.push(format!(
             "--allow-debug-trace: `patrol {name}` handles no secret of yours, so it runs with CI_DEBUG_TRACE on anyway"
@@ -503,6 +508,48 @@ pub struct AuditArgs {
     pub group: Option<String>,
     #[command(flatten, next_help_heading = "Requests to GitLab")]
     pub common: Common,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = DURATIONS)]
+pub struct DiscoverArgs {
+    /// Walk only this group: its variables, its subgroups' and its projects'; repeatable.
+    /// Without --group and --project: every project and group the credential can read.
+    #[arg(long, value_name = "PATH")]
+    pub group: Vec<String>,
+    /// Walk only this project's variables; repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub project: Vec<String>,
+    /// Write a patrol.toml with a [[token]] per token found in variables, to review.
+    #[arg(long, value_name = "FILE")]
+    pub write_config: Option<PathBuf>,
+    /// With --write-config: replace FILE if it exists.
+    #[arg(long, requires = "write_config")]
+    pub force: bool,
+    /// Print the map as JSON (schema in the README) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 4 instead of 0 when there are findings.
+    #[arg(long)]
+    pub exit_code: bool,
+    /// A token expiring within this many days that no variable holds is a finding.
+    #[arg(long, env = "PATROL_WITHIN_DAYS", value_name = "DAYS", default_value_t = 30)]
+    pub within_days: u32,
+    /// Your instance's custom personal access token prefix (besides glpat-); repeatable, or
+    /// comma-separated in the variable.
+    #[arg(long, env = "PATROL_TOKEN_PREFIX", value_name = "PREFIX", value_delimiter = ',', value_parser = parse_prefix)]
+    pub token_prefix: Vec<String>,
+    #[command(flatten, next_help_heading = "Requests to GitLab")]
+    pub common: Common,
+}
+
+/// A token prefix: a few characters a token starts with, no whitespace.
+fn parse_prefix(text: &str) -> Result<String, String> {
+    let p = text.trim();
+    if p.len() < 2 || p.len() > 20 || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{text:?} is not a token prefix: 2 to 20 characters without spaces, e.g. acme-pat-"));
+    }
+    Ok(p.to_owned())
 }
 
 #[derive(Debug, Args)]

@@ -163,10 +163,10 @@ async fn owner_of(client: &Client, user_id: u64) -> Result<Ownership, GitlabErro
 
 /// Which managed token each (kind, owner, name) is, built once: the audit of a large fleet looks up
 /// every token it lists, so a scan of the config per token would cost N × M comparisons.
-struct ManagedIndex<'c>(HashMap<(TokenKind, String, &'c str), &'c str>);
+pub(crate) struct ManagedIndex<'c>(HashMap<(TokenKind, String, &'c str), &'c str>);
 
 impl<'c> ManagedIndex<'c> {
-    fn new(config: Option<&'c Config>) -> Self {
+    pub(crate) fn new(config: Option<&'c Config>) -> Self {
         let mut map = HashMap::new();
         for t in config.map(|c| c.tokens.as_slice()).unwrap_or_default() {
             let owner = match &t.owner {
@@ -179,7 +179,7 @@ impl<'c> ManagedIndex<'c> {
     }
 
     /// A service account's token may be configured as `personal` (it is a user's token).
-    fn get(&self, kind: TokenKind, owner: &str, name: &str) -> Option<String> {
+    pub(crate) fn get(&self, kind: TokenKind, owner: &str, name: &str) -> Option<String> {
         let owner = owner.to_ascii_lowercase();
         let mut kinds = vec![kind];
         if kind == TokenKind::ServiceAccount {

@@ -117,6 +117,35 @@ impl Client {
         self.all(&format!("/groups/{}/projects", encode(group)), &[("include_subgroups", "true".into())]).await
     }
 
+    /// `GET /projects` (§16): every project the credential sees, or with `min_access_level`
+    /// those where its membership has at least that role.
+    pub async fn all_projects(&self, min_access_level: Option<u8>) -> Result<Vec<ApiNamed>, GitlabError> {
+        let query: Vec<(&str, String)> =
+            min_access_level.map(|l| ("min_access_level", l.to_string())).into_iter().collect();
+        self.all("/projects", &query).await
+    }
+
+    /// `GET /groups` (§16), as [`Client::all_projects`].
+    pub async fn all_groups(&self, min_access_level: Option<u8>) -> Result<Vec<ApiNamed>, GitlabError> {
+        let query: Vec<(&str, String)> =
+            min_access_level.map(|l| ("min_access_level", l.to_string())).into_iter().collect();
+        self.all("/groups", &query).await
+    }
+
+    /// `GET /projects/:id/variables` or `GET /groups/:id/variables` (§3.1, §3.2): every variable
+    /// in every environment scope, every page (100 a page).
+    pub async fn variables(&self, holder: &Holder) -> Result<Vec<ApiVariable>, GitlabError> {
+        self.all(&holder_path(holder), &[]).await
+    }
+
+    /// The token information API, `POST /admin/token` (§14): whose token `value` is, revoked and
+    /// expired ones included, without authenticating as it. Administrators only; 404 where the
+    /// feature is off or for an unknown value, 422 for a value it does not take.
+    pub async fn token_info(&self, value: &Secret) -> Result<ApiToken, GitlabError> {
+        let body = json!({ "token": value.expose() });
+        self.json(None, Method::POST, "/admin/token", &[], Some(&body)).await
+    }
+
     /// `GET /groups/:id/service_accounts` (§1.8).
     pub async fn service_accounts(&self, group: &str) -> Result<Vec<ApiUser>, GitlabError> {
         self.all(&format!("/groups/{}/service_accounts", encode(group)), &[]).await

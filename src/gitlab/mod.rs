@@ -351,7 +351,9 @@ impl Client {
                 // The secrets this request carries, for GitLab's error text: an echo of one is
                 // removed whatever its shape.
                 let value = body.and_then(|b| b.get("value")).and_then(Value::as_str);
-                let known = [Some(credential.expose()), Some(self.credential.expose()), value];
+                // The token information API carries the value it asks about as `token` (§14).
+                let asked = body.and_then(|b| b.get("token")).and_then(Value::as_str);
+                let known = [Some(credential.expose()), Some(self.credential.expose()), value, asked];
                 check(&method, path, a, &known.into_iter().flatten().collect::<Vec<_>>())
             });
             match result {

@@ -112,6 +112,10 @@ pub struct ApiNamed {
     pub id: u64,
     #[serde(alias = "path_with_namespace")]
     pub full_path: String,
+    /// A project's default branch (§16); `None` for a group, or a project with an empty
+    /// repository.
+    #[serde(default)]
+    pub default_branch: Option<String>,
 }
 
 #[cfg(test)]

@@ -377,6 +377,13 @@ impl Seed {
                     ci_uses: vec!["SECURITY_GROUP_TOKEN".into()],
                     ..Default::default()
                 },
+                // For `patrol discover`: a copy of the scanner's project token, and a stale copy
+                // of a revoked token.
+                SeedProject {
+                    path: "security/dashboard".into(),
+                    ci_uses: vec!["SCANNER_TOKEN".into(), "DEPLOY_TOKEN".into()],
+                    ..Default::default()
+                },
             ],
             tokens: vec![
                 SeedToken {
@@ -394,6 +401,7 @@ impl Seed {
                     access_level: Some(OWNER),
                     ..token("security-reports", -2)
                 },
+                SeedToken { user: Some("root".into()), revoked: true, ..token("dashboard-deploy", 100) },
             ],
             variables: vec![
                 variable(
@@ -407,6 +415,15 @@ impl Seed {
                     ..variable(Some("security/scanner"), None, "SCANNER_TOKEN", "scanner-ci")
                 },
                 variable(None, Some("security"), "SECURITY_GROUP_TOKEN", "security-reports"),
+                SeedVariable {
+                    hidden: false,
+                    protected: false,
+                    ..variable(Some("security/dashboard"), None, "SCANNER_TOKEN", "scanner-ci")
+                },
+                SeedVariable {
+                    hidden: false,
+                    ..variable(Some("security/dashboard"), None, "DEPLOY_TOKEN", "dashboard-deploy")
+                },
             ],
             pipelines: vec![
                 pipeline("security/inventory-builder", "failed"),

@@ -454,7 +454,7 @@ impl World {
         self.members.push(Member { user, source, access_level });
     }
 
-    fn direct_level(&self, user: Id, source: Source) -> u8 {
+    pub fn direct_level(&self, user: Id, source: Source) -> u8 {
         self.members.iter().filter(|m| m.user == user && m.source == source).map(|m| m.access_level).max().unwrap_or(0)
     }
 

@@ -4,6 +4,7 @@ mod bad_answers;
 mod budget;
 mod cli;
 mod concurrency;
+mod discover;
 mod efficiency;
 mod engine;
 mod faults;

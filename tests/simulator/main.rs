@@ -6,3 +6,4 @@ mod binary;
 mod conformance;
 mod gitlab_code;
 mod helpers;
+mod listings;

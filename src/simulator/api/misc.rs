@@ -29,6 +29,7 @@ fn project_json(world: &World, id: Id) -> Value {
         "name": p.name,
         "path": p.name,
         "path_with_namespace": p.path_with_namespace,
+        "default_branch": "main",
         "namespace": ns.map(|g| json!({"id": g.id, "name": g.name, "path": g.name, "kind": "group", "full_path": g.full_path})),
         "web_url": format!("{}/{}", world.settings.external_url, p.path_with_namespace),
     })
@@ -105,5 +106,62 @@ pub fn group_projects(ctx: &mut Ctx, group: &str) -> ApiResult {
 pub fn group_descendants(ctx: &mut Ctx, group: &str) -> ApiResult {
     let id = ctx.group(group)?;
     let items = descendants(ctx.world, id).into_iter().map(|g| group_json(ctx.world, g)).collect();
+    ctx.paginate(items)
+}
+
+/// The level a user holds through memberships alone (direct, or inherited from ancestor groups),
+/// without an administrator's implied Owner: what `min_access_level` filters on (§16).
+fn member_level(world: &World, user: Id, source: Source) -> u8 {
+    let group = match source {
+        Source::Project(p) => world.projects.get(&p).and_then(|p| p.group),
+        Source::Group(g) => Some(g),
+    };
+    let inherited = group
+        .map(|g| world.group_chain(g))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| world.direct_level(user, Source::Group(g)))
+        .max()
+        .unwrap_or(0);
+    let direct = if matches!(source, Source::Project(_)) { world.direct_level(user, source) } else { 0 };
+    direct.max(inherited)
+}
+
+/// Which projects or groups a listing shows (§16): an administrator sees every one; anyone else
+/// those they are a member of (the simulator has no public or internal ones). `min_access_level`
+/// keeps those where the caller's membership reaches that level, an administrator's included
+/// (harder reading: GitLab's finder filters on `project_authorizations`, which an
+/// administrator's implied access does not add to).
+fn listed(ctx: &Ctx, source: Source) -> Result<bool, Reply> {
+    let user = ctx.actor.user_id;
+    match ctx.req.params.i64("min_access_level")? {
+        Some(level) => Ok(i64::from(member_level(ctx.world, user, source)) >= level),
+        None => Ok(ctx.actor.admin || member_level(ctx.world, user, source) > 0),
+    }
+}
+
+/// `GET /projects` (§16), paginated, by id.
+pub fn project_list(ctx: &mut Ctx) -> ApiResult {
+    let mut ids: Vec<Id> = ctx.world.projects.keys().copied().collect();
+    ids.sort_unstable();
+    let mut items = Vec::new();
+    for id in ids {
+        if listed(ctx, Source::Project(id))? {
+            items.push(project_json(ctx.world, id));
+        }
+    }
+    ctx.paginate(items)
+}
+
+/// `GET /groups` (§16), paginated, by id.
+pub fn group_list(ctx: &mut Ctx) -> ApiResult {
+    let mut ids: Vec<Id> = ctx.world.groups.keys().copied().collect();
+    ids.sort_unstable();
+    let mut items = Vec::new();
+    for id in ids {
+        if listed(ctx, Source::Group(id))? {
+            items.push(group_json(ctx.world, id));
+        }
+    }
     ctx.paginate(items)
 }
