@@ -14,7 +14,8 @@
 //! - `PATROL_BENCH_LATENCY_MS` (default 20): latency the simulator adds to every request;
 //! - `PATROL_BENCH_RATE_LIMIT` (default none): GitLab's per-minute throttle;
 //! - `PATROL_BENCH_SHARDS` (default 4): the largest N is also run split into this many shards;
-//! - `PATROL_BENCH_COMMANDS` (default `rotate,audit`): which commands to measure per N;
+//! - `PATROL_BENCH_COMMANDS` (default `discover,rotate,audit`): which commands to measure per N
+//!   (`discover` only with this build: it walks all N variables and identifies each value);
 //! - `PATROL_BENCH_FLEET` (default `warm`): `warm`, a fleet patrol has managed before (each
 //!   variable carries the marker with the fingerprint patrol writes with a secret), or `cold`, a
 //!   fleet patrol has never written to (first adoption);
@@ -272,6 +273,19 @@ fn check_rotation(what: &str, reports: &[PathBuf], due: &BTreeMap<String, String
     }
 }
 
+/// A discover walked every one of the fleet's N variables and identified each value (each holds
+/// a token of its own), once.
+fn check_discover(what: &str, out: &Path, n: usize) {
+    let report = read_json(out);
+    let walked = report["walked"]["variables"].as_u64();
+    let distinct = report["walked"]["distinct_values"].as_u64();
+    if walked != Some(n as u64) || distinct != Some(n as u64) {
+        fail(&format!(
+            "{what}: walked {walked:?} variables holding {distinct:?} distinct values; the fleet has {n} of each"
+        ));
+    }
+}
+
 /// An audit's JSON lists every managed token, once.
 fn check_audit(what: &str, out: &Path, ids: &BTreeSet<String>) {
     let audit = read_json(out);
@@ -392,6 +406,8 @@ async fn measure(
     let chain = match command {
         "rotate" if *warm => ROTATE_CHAIN,
         "rotate" => ROTATE_CHAIN + 1,
+        // Preflight, the project list, a project's variables, a value's identification.
+        "discover" => 4,
         _ => AUDIT_CHAIN,
     };
     Row {
@@ -481,7 +497,7 @@ async fn main() {
     let latency = Duration::from_millis(env_or("PATROL_BENCH_LATENCY_MS", 20));
     let rate: Option<u32> = std::env::var("PATROL_BENCH_RATE_LIMIT").ok().and_then(|v| v.parse().ok());
     let shards: u32 = env_or("PATROL_BENCH_SHARDS", 4);
-    let commands = env_or("PATROL_BENCH_COMMANDS", "rotate,audit".to_owned());
+    let commands = env_or("PATROL_BENCH_COMMANDS", "discover,rotate,audit".to_owned());
     let concurrency: u64 = env_or("PATROL_BENCH_CONCURRENCY", 8);
     let warm = match env_or("PATROL_BENCH_FLEET", "warm".to_owned()).as_str() {
         "warm" => true,
@@ -519,6 +535,15 @@ async fn main() {
             let cfg = path.display().to_string();
             let sim = start(seed, &setup).await;
             let what = |c: &str| format!("{} {c} N={n}", build.0);
+            // Before the rotate (which changes no count it checks): the baseline has no discover.
+            if wants("discover") && build.0 == "after" {
+                let args = vec!["--config".into(), cfg.clone(), "discover".into(), "--json".into()];
+                let discover = measure(&sim, &setup, build, "discover", args, n).await;
+                print_row(&discover);
+                check_exit(&what("discover"), discover.code, &discover.log);
+                check_discover(&what("discover"), &discover.out, n);
+                details.push(discover);
+            }
             if wants("rotate") {
                 let report = dir.join(format!("{}-rotate-{n}.json", build.0));
                 let args = vec![
