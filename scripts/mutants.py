@@ -483,6 +483,31 @@ MUTATIONS = [
         "None::<u16>",
         ROTATION + ["cli::an_overlap"],
     ),
+    Mutation(
+        "discover-revoked-is-active",
+        "discover reports a variable holding a revoked token as a stale copy",
+        "src/discover/mod.rs",
+        '            State::Revoked => (Holds::Stale, Some(t.id), "revoked".to_owned()),',
+        '            State::Revoked => (Holds::Active, Some(t.id), "revoked".to_owned()),',
+        ROTATION + ["discover::"],
+    ),
+    Mutation(
+        "discover-overwrites",
+        "discover --write-config never overwrites a file without --force",
+        "src/app.rs",
+        "        if path.exists() && !args.force {",
+        "        if path.exists() && !args.force && false {",
+        ROTATION + ["discover::write_config_never_overwrites"],
+    ),
+    Mutation(
+        "discover-one-place-enough",
+        "a token stored in several variables is a finding",
+        "src/discover/mod.rs",
+        "        if t.variables.len() > 1 {",
+        "        if t.variables.len() > 2 {",
+        ROTATION + ["discover::"],
+    ),
+
 ]
 
 
