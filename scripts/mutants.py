@@ -508,6 +508,31 @@ MUTATIONS = [
         ROTATION + ["discover::"],
     ),
 
+    Mutation(
+        "defer-own-credential",
+        "a token of the credential's user is never deferred past the run plan",
+        "src/engine/mod.rs",
+        "        if self.options.credential_user == Some(first.user_id) {",
+        "        if self.options.credential_user == Some(first.user_id) && false {",
+        ROTATION + ["review::patrols_own_credential"],
+    ),
+    Mutation(
+        "duplicates-by-family-only",
+        "entries naming one user's token of one name are one GitLab token",
+        "src/engine/mod.rs",
+        "                if let Some(key) = who(t, &s) {",
+        "                if let Some(key) = who(t, &s).filter(|_| false) {",
+        ROTATION + ["review::two_entries"],
+    ),
+    Mutation(
+        "release-delete-resent",
+        "a lock's DELETE is sent once",
+        "src/engine/lock.rs",
+        "    match client.delete_variable_once(&held.holder, &held.key, \"*\").await {",
+        "    match client.delete_variable(&held.holder, &held.key, \"*\").await {",
+        ROTATION + ["review::a_release_delete"],
+    ),
+
 ]
 
 

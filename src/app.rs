@@ -371,6 +371,7 @@ async fn engine_run(
     let me = preflight(&client, mode).await?;
     let mut options = Options::new(mode, today());
     options.credential_token = Some(me.id);
+    options.credential_user = me.user_id;
     options.force = force;
     tune(&mut options, tuning, Some(&config));
     // Tokens waiting on a shared lookup hold no request slot: let more tokens be in flight than

@@ -461,7 +461,9 @@ async fn delete_if(
     if !current.value.as_ref().is_some_and(|v| ours(v.expose())) {
         return Ok(false);
     }
-    match client.delete_variable(holder, key, "*").await {
+    // Sent once: a second `DELETE` after a lost answer would let the first land later, on the
+    // lock this run is about to create. A lost answer fails the takeover (the caller's error).
+    match client.delete_variable_once(holder, key, "*").await {
         Ok(()) => Ok(true),
         Err(e) if e.status() == Some(404) => Ok(true),
         Err(e) => Err(e),
@@ -488,29 +490,37 @@ pub async fn keep_until(client: &Client, held: &Held, until: DateTime<Utc>) -> R
 
 pub async fn release(client: &Client, held: &Held) -> Result<(), GitlabError> {
     held.stop_renewing().await;
-    // A lock this run created with one answered request, whose last written lease has a third of
-    // a lease (a renewal period) still to run, is still this run's: no other run may take a
-    // lock over before its lease ends. Deleting it needs no look first. Otherwise (later, or a
-    // lock taken over from another run, whose late-committing DELETE may have removed this
-    // run's lock and let a third run in) it is read and deleted only if it names this run.
+    // The `DELETE` is sent once, and only while the lease this run last wrote has two thirds of a
+    // lease to run, which is at least GitLab's request deadline (the lease is never shorter than
+    // one and a half deadlines): if its answer is lost, it can land no later than the deadline,
+    // when the lock is still this run's, so it can never delete a lock another run took since.
+    // Later (renewals failing), the lock is left to run out.
     let (_, _, _, lease) = &*held.renewer.lock;
-    let margin = chrono::Duration::from_std(*lease / 3).unwrap_or_else(|_| chrono::Duration::minutes(1));
-    let surely_ours = !held.contended && !held.lost() && held.renewer.confirmed_until() > Utc::now() + margin;
-    if surely_ours {
-        match client.delete_variable(&held.holder, &held.key, "*").await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.status() == Some(404) => return Ok(()),
-            // The answer was lost or GitLab failed: look, then delete only what is ours.
-            Err(e) if e.outcome_unknown() || e.is_transient() => {}
-            Err(e) => return Err(e),
+    let margin = chrono::Duration::from_std(*lease * 2 / 3).unwrap_or_else(|_| chrono::Duration::minutes(2));
+    if held.lost() || held.renewer.confirmed_until() <= Utc::now() + margin {
+        tracing::warn!(lock = %held.key, "the lock's lease is too close to its end to remove it safely; it runs out by itself");
+        return Ok(());
+    }
+    // A lock taken over from another run is read first: the takeover's `DELETE` of the stale
+    // lock may have landed late and removed this run's, letting a third run in.
+    if held.contended {
+        let Some(current) = client.variable(&held.holder, &held.key, "*").await? else { return Ok(()) };
+        let mine = current.value.as_ref().and_then(|v| parse(v.expose())).is_some_and(|o| o.run == held.run);
+        if !mine {
+            held.lost.store(true, Ordering::SeqCst);
+            tracing::warn!(lock = %held.key, "the lock is no longer this run's: another run took it over; leaving it");
+            return Ok(());
         }
     }
-    let mine = |v: &str| parse(v).is_some_and(|o| o.run == held.run);
-    if !delete_if(client, &held.holder, &held.key, mine).await? {
-        held.lost.store(true, Ordering::SeqCst);
-        tracing::warn!(lock = %held.key, "the lock is no longer this run's: another run took it over after this run's lease ran out; leaving it");
+    match client.delete_variable_once(&held.holder, &held.key, "*").await {
+        Ok(()) => Ok(()),
+        Err(e) if e.status() == Some(404) => Ok(()),
+        Err(e) if e.outcome_unknown() => {
+            tracing::warn!(lock = %held.key, error = %e, "removing the lock got no answer; if it is still there, it runs out by itself");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 #[cfg(test)]

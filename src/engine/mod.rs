@@ -58,6 +58,9 @@ pub struct Options {
     pub request_deadline: Duration,
     /// The id of the token patrol itself authenticates with, when known.
     pub credential_token: Option<u64>,
+    /// The user of that token, when known: a token of this user and name may be patrol's own
+    /// credential even where a variable's marker names an older token of it.
+    pub credential_user: Option<u64>,
     /// How long a lock lasts unless renewed; the holder renews it every third of that.
     pub lock_lease: Duration,
     /// Whether to take patrol's per-token lock (`lock.rs`) before changing a token. Off is safe
@@ -78,6 +81,7 @@ impl Options {
             poll_interval: Duration::from_millis(500),
             request_deadline: crate::config::DEFAULT_REQUEST_DEADLINE,
             credential_token: None,
+            credential_user: None,
             lock_lease: lock::LEASE,
             lock: true,
         }
@@ -457,6 +461,25 @@ impl Engine {
     /// worked on last, or refused when no configured variable is known to hold it.
     fn plan_run(&self, tokens: &[ManagedToken], seen: Vec<Result<Seen, Failure>>) -> Vec<Step> {
         let identity = |s: &Seen| s.observed.current.as_ref().or(s.observed.expired.as_ref()).map(|x| x.id);
+        // Entries are also one GitLab token when they name one user's token of one name (the
+        // lock's key): an entry due by its marker has no family yet, only the marker's token and
+        // its user, and two such entries may prove different tokens of one family.
+        let who = |t: &ManagedToken, s: &Seen| match s.hint {
+            Some(h) => Some((h.user_id, t.name.clone())),
+            None => s
+                .observed
+                .current
+                .as_ref()
+                .or(s.observed.expired.as_ref())
+                .or_else(|| s.family.iter().max_by_key(|x| x.id))
+                .and_then(|x| x.user_id.map(|u| (u, x.name.clone()))),
+        };
+        let mut by_identity: HashMap<(u64, String), Vec<&str>> = HashMap::new();
+        for (t, s) in tokens.iter().zip(&seen) {
+            if let Some(key) = s.as_ref().ok().and_then(|s| who(t, s)) {
+                by_identity.entry(key).or_default().push(&t.id);
+            }
+        }
         // Entries are one GitLab token when their families share a token: the same owner spelled
         // two ways (a project by path and by id) lists the same tokens, revoked ones included.
         let mut owners: HashMap<u64, Vec<&str>> = HashMap::new();
@@ -485,6 +508,10 @@ impl Engine {
                     .filter(|o| **o != t.id)
                     .map(|o| format!("{o:?}"))
                     .collect();
+                if let Some(key) = who(t, &s) {
+                    let same = by_identity.get(&key).into_iter().flatten().filter(|o| **o != t.id);
+                    others.extend(same.map(|o| format!("{o:?}")));
+                }
                 others.sort();
                 others.dedup();
                 if !others.is_empty() {
@@ -695,6 +722,12 @@ impl Engine {
         });
         let first = proven.next()??;
         if !proven.all(|p| p == Some(first)) || Some(first.id) == self.options.credential_token {
+            return None;
+        }
+        // A token of the credential's own user may be the credential itself under a newer id
+        // (rotated by hand since the marker was written): the run plan must see its family to
+        // renew it last, or refuse to (`plan_run`).
+        if self.options.credential_user == Some(first.user_id) {
             return None;
         }
         // A personal token's or service account's user is known from the lookup: it must match.
@@ -1283,7 +1316,10 @@ impl Engine {
     async fn still_locked(&self, t: &ManagedToken) -> Result<(), Failure> {
         let held = self.locks.lock().unwrap_or_else(|e| e.into_inner()).get(&t.id).cloned();
         let Some(held) = held else { return Ok(()) };
-        if held.holds_for(self.options.request_deadline + Duration::from_secs(1)).await {
+        // A margin beyond the deadline for clocks that disagree (a sixth of the lease, 30 s by
+        // default): another run judges this lock's lease by its own clock.
+        let margin = (self.options.lock_lease / 6).max(Duration::from_secs(1));
+        if held.holds_for(self.options.request_deadline + margin).await {
             return Ok(());
         }
         Err(Failure(format!(

@@ -340,8 +340,24 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Answer, GitlabError> {
-        let credential = credential.unwrap_or(&self.credential);
         let retry = method != Method::POST;
+        self.request_with(credential, method, path, query, body, retry).await
+    }
+
+    /// A request that is sent again after a transient failure only when `retry` (a 429 always
+    /// is: GitLab's throttle answered before the application). Without it, an answer lost is the
+    /// caller's to settle: a `DELETE` sent twice can have the first one land after the second
+    /// and delete what was created in between (§12).
+    async fn request_with(
+        &self,
+        credential: Option<&Secret>,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        retry: bool,
+    ) -> Result<Answer, GitlabError> {
+        let credential = credential.unwrap_or(&self.credential);
         let policy = self.options.retry;
         let started = Instant::now();
         let mut delay = policy.first_delay;

@@ -340,8 +340,19 @@ pub const LEAK_WINDOW: usize = 12;
 pub fn find_leak(secrets: &[String], text: &str) -> Option<String> {
     use std::collections::HashSet;
     let pieces: HashSet<&[u8]> = secrets.iter().flat_map(|s| s.as_bytes().windows(LEAK_WINDOW)).collect();
-    let encoded: HashSet<String> =
-        secrets.iter().flat_map(|s| base64_cores(s)).map(|core| core[..16].to_owned()).collect();
+    // Every 16 characters of an encoded form that start on a base64 quantum: the secret's, and
+    // its body's without the prefix (`glpat-…` → `…`), in each of the three alignments.
+    let encoded: HashSet<String> = secrets
+        .iter()
+        .flat_map(|s| {
+            let body = s.rsplit_once('-').map(|(_, b)| b.to_owned()).filter(|b| b.len() >= 12);
+            std::iter::once(s.clone()).chain(body)
+        })
+        .flat_map(|s| base64_cores(&s))
+        .flat_map(|core| {
+            (0..=core.len().saturating_sub(16)).step_by(4).map(move |i| core[i..i + 16].to_owned()).collect::<Vec<_>>()
+        })
+        .collect();
     let bytes = text.as_bytes();
     if let Some(at) = bytes.windows(LEAK_WINDOW).position(|w| pieces.contains(w)) {
         return Some(format!("{LEAK_WINDOW} characters of a secret at byte {at}"));
@@ -368,6 +379,10 @@ fn the_leak_scan_finds_a_secret_whole_cut_short_or_without_its_prefix() {
     assert!(!found("[REDACTED] glpat-... Vn4Rt6"));
     // base64("Authorization: glpat-Zq3xY9pLm2Kd8Vn4Rt6W"), computed independently with python3.
     assert!(found("QXV0aG9yaXphdGlvbjogZ2xwYXQtWnEzeFk5cExtMktkOFZuNFJ0Nlc="));
+    // Found in review: the body without its prefix, base64-encoded alone and in a Basic header
+    // (python3 -c 'import base64;print(base64.b64encode(b"user:Zq3xY9pLm2Kd8Vn4Rt6W").decode())').
+    assert!(found("WnEzeFk5cExtMktkOFZuNFJ0Nlc="), "the body alone");
+    assert!(found("dXNlcjpacTN4WTlwTG0yS2Q4Vm40UnQ2Vw=="), "the body in a Basic header");
 }
 
 /// The part of `base64(prefix + secret + suffix)` that depends only on the secret, for each of

@@ -21,5 +21,6 @@ mod panic;
 mod pipelines;
 mod plan;
 mod recovery;
+mod review;
 mod self_rotation;
 mod tls;
