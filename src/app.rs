@@ -524,12 +524,18 @@ fn write_reports(run: &RunReport, selection: &Selection) -> Result<(), Stop> {
     Ok(())
 }
 
+/// The config for a command that also works without one (`audit`, `discover`): none when the
+/// file does not exist, an error when it exists and is wrong.
+fn optional_config(cli: &Cli) -> Result<Option<Config>, Stop> {
+    match Config::load(&cli.config) {
+        Ok(c) => Ok(Some(c)),
+        Err(ConfigError::Read { .. }) if !cli.config.exists() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
-    let config = match Config::load(&cli.config) {
-        Ok(c) => Some(c),
-        Err(ConfigError::Read { .. }) if !cli.config.exists() => None,
-        Err(e) => return Err(e.into()),
-    };
+    let config = optional_config(cli)?;
     let url = gitlab_url(cli, env, config.as_ref())?;
     let secret = credential(env, config.as_ref())?;
     let client = client(&url, secret, &args.common, env, config.as_ref())?;
@@ -576,11 +582,7 @@ async fn run_discover(cli: &Cli, args: &DiscoverArgs, env: &Env) -> Result<u8, S
             )));
         }
     }
-    let config = match Config::load(&cli.config) {
-        Ok(c) => Some(c),
-        Err(ConfigError::Read { .. }) if !cli.config.exists() => None,
-        Err(e) => return Err(e.into()),
-    };
+    let config = optional_config(cli)?;
     let url = gitlab_url(cli, env, config.as_ref())?;
     let secret = credential(env, config.as_ref())?;
     let client = client(&url, secret, &args.common, env, config.as_ref())?;

@@ -271,6 +271,19 @@ pub fn fleet() -> Seed {
     }
 }
 
+/// Writes a config with two entries for the project token app-ci: by path (variable
+/// PROJECT_TOKEN) and by the project's id (variable COPY), each with `extra` lines.
+pub fn by_path_and_by_id(u: &Universe, extra: &str) {
+    let id = u.sim.with_world(|w| w.project_by_path("sec/app").map(|p| p.id)).unwrap_or_default();
+    let entry = |tid: &str, project: &str, key: &str| {
+        format!(
+            "[[token]]\nid = \"{tid}\"\nkind = \"project\"\nname = \"app-ci\"\nproject = \"{project}\"\n{extra}\n[[token.variable]]\nproject = \"sec/app\"\nkey = \"{key}\"\n\n"
+        )
+    };
+    let config = format!("{}{}", entry("by-path", "sec/app", "PROJECT_TOKEN"), entry("by-id", &id.to_string(), "COPY"));
+    std::fs::write(u.dir.join("patrol.toml"), config).unwrap_or_else(|e| panic!("{e}"));
+}
+
 pub const FLEET_CONFIG: &str = r#"
 [[token]]
 id = "personal"

@@ -97,14 +97,7 @@ async fn a_variable_holding_another_identitys_token_is_never_overwritten() {
 #[tokio::test]
 async fn two_entries_for_one_gitlab_token_both_fail_before_anything_changes() {
     let u = Universe::new(fleet(), "").await;
-    let id = u.sim.with_world(|w| w.project_by_path("sec/app").map(|p| p.id)).unwrap_or_default();
-    let entry = |tid: &str, project: &str, key: &str| {
-        format!(
-            "[[token]]\nid = \"{tid}\"\nkind = \"project\"\nname = \"app-ci\"\nproject = \"{project}\"\n\n[[token.variable]]\nproject = \"sec/app\"\nkey = \"{key}\"\n\n"
-        )
-    };
-    let config = format!("{}{}", entry("by-path", "sec/app", "PROJECT_TOKEN"), entry("by-id", &id.to_string(), "COPY"));
-    std::fs::write(u.dir.join("patrol.toml"), config).unwrap_or_else(|e| panic!("{e}"));
+    by_path_and_by_id(&u, "scopes = [\"api\"]\n");
     let old = u.active("app-ci");
     let run = u.patrol(&["rotate"]).await;
     assert_eq!(run.code, 1, "{}", run.stdout);
@@ -263,14 +256,7 @@ async fn two_entries_for_one_revoked_token_both_fail_before_creating() {
     let mut seed = fleet();
     seed.tokens[2].revoked = true; // app-ci exists only revoked
     let u = Universe::new(seed, "").await;
-    let id = u.sim.with_world(|w| w.project_by_path("sec/app").map(|p| p.id)).unwrap_or_default();
-    let entry = |tid: &str, project: &str, key: &str| {
-        format!(
-            "[[token]]\nid = \"{tid}\"\nkind = \"project\"\nname = \"app-ci\"\nproject = \"{project}\"\nscopes = [\"api\"]\n\n[[token.variable]]\nproject = \"sec/app\"\nkey = \"{key}\"\n\n"
-        )
-    };
-    let config = format!("{}{}", entry("by-path", "sec/app", "PROJECT_TOKEN"), entry("by-id", &id.to_string(), "COPY"));
-    std::fs::write(u.dir.join("patrol.toml"), config).unwrap_or_else(|e| panic!("{e}"));
+    by_path_and_by_id(&u, "scopes = [\"api\"]\n");
     let run = u.patrol(&["rotate"]).await;
     assert_eq!(run.code, 1, "{}", run.stdout);
     for t in run.report["tokens"].as_array().into_iter().flatten() {

@@ -38,14 +38,7 @@ async fn two_entries_for_one_token_due_by_different_markers_both_fail() {
     seed.variables[1].hidden = false; // PROJECT_TOKEN readable
     seed.variables.push(variable(Some("sec/app"), None, "COPY", "app-ci", false));
     let u = Universe::new(seed, "").await;
-    let id = u.sim.with_world(|w| w.project_by_path("sec/app").map(|p| p.id)).unwrap_or_default();
-    let entry = |tid: &str, project: &str, key: &str| {
-        format!(
-            "[[token]]\nid = \"{tid}\"\nkind = \"project\"\nname = \"app-ci\"\nproject = \"{project}\"\n\n[[token.variable]]\nproject = \"sec/app\"\nkey = \"{key}\"\n\n"
-        )
-    };
-    let config = format!("{}{}", entry("by-path", "sec/app", "PROJECT_TOKEN"), entry("by-id", &id.to_string(), "COPY"));
-    std::fs::write(u.dir.join("patrol.toml"), config).unwrap_or_else(|e| panic!("{e}"));
+    by_path_and_by_id(&u, "");
     // Both variables were stored by patrol when one entry held both (fingerprinted markers).
     prove(&u, "PROJECT_TOKEN");
     prove(&u, "COPY");
