@@ -575,7 +575,7 @@ async fn run_audit(cli: &Cli, args: &AuditArgs, env: &Env) -> Result<u8, Stop> {
 /// `patrol discover`: the map of where tokens are stored, its findings, and optionally a config.
 async fn run_discover(cli: &Cli, args: &DiscoverArgs, env: &Env) -> Result<u8, Stop> {
     if let Some(path) = &args.write_config {
-        if path.exists() && !args.force {
+        if path.symlink_metadata().is_ok() && !args.force {
             return Err(Stop::usage(format!(
                 "--write-config {}: the file exists; refusing to overwrite it. Pass --force to replace it, or name another file. Nothing was contacted.",
                 path.display()

@@ -850,8 +850,14 @@ impl Config {
 /// A GitLab API root patrol may send its credential to: a URL ending in `/api/v4`, over https,
 /// or plain http to loopback only. The URL without a trailing `/`, or what is wrong with it.
 pub fn check_gitlab_url(url: &str) -> Result<String, String> {
-    let url = url.trim_end_matches('/').to_owned();
+    // A URL is shown in messages and reports: one carrying a secret is never shown as it is.
+    let url = crate::secret::redact(url.trim_end_matches('/'));
     let parsed = url::Url::parse(&url).map_err(|e| format!("GitLab URL {url:?} is not a URL: {e}"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "the GitLab URL carries a user name or password (not shown): patrol takes its credential from PATROL_TOKEN (or `[gitlab] token_env`) only, and would print the URL in its reports. Remove the `user:password@` part".into(),
+        );
+    }
     if !url.ends_with("/api/v4") {
         return Err(format!("GitLab URL {url:?} must be the API root, ending in /api/v4"));
     }

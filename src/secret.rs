@@ -129,16 +129,40 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// Secrets this process has read that no request carries as its own (the values `discover`
+/// reads from CI/CD variables): every error text is redacted against them too, whatever request
+/// it came from.
+static WATCHED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Adds `value` to the secrets every error text is redacted against ([`redact_known`]).
+pub fn watch(value: &str) {
+    WATCHED.lock().unwrap_or_else(|e| e.into_inner()).insert(value.to_owned());
+}
+
 /// [`redact`], after every occurrence of each of `known` (the secrets a request carried: the
 /// credential, a variable's new value) is replaced whole, whatever its shape: a token made
 /// under a custom prefix, or an old one without any, is not token-shaped. A known secret's
 /// GitLab prefix, if it has one, stays visible, as with [`redact`].
 pub fn redact_known(text: &str, known: &[&str]) -> String {
     let mut text = std::borrow::Cow::Borrowed(text);
-    for secret in known.iter().filter(|s| s.len() >= MIN_BODY) {
+    let watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
+    let known = known.iter().copied().chain(watched.iter().map(String::as_str));
+    for secret in known.filter(|s| s.len() >= MIN_BODY) {
+        let prefix = TOKEN_PREFIXES.iter().find(|p| secret.starts_with(**p)).copied().unwrap_or_default();
         if text.contains(secret) {
-            let prefix = TOKEN_PREFIXES.iter().find(|p| secret.starts_with(**p)).copied().unwrap_or_default();
             text = std::borrow::Cow::Owned(text.replace(secret, &format!("{prefix}{REDACTED}")));
+        }
+        // An echo of the secret without its prefix (GitLab's, an instance's own, a custom one of
+        // any length) gives it away as well: every tail of it still long enough to be one.
+        for (at, _) in secret.char_indices().skip(1) {
+            let tail = &secret[at..];
+            if tail.len() < 12 {
+                break;
+            }
+            if text.contains(tail) {
+                text = std::borrow::Cow::Owned(text.replace(tail, REDACTED));
+            }
         }
     }
     redact(&text)
@@ -228,6 +252,15 @@ mod tests {
             "[REDACTED] and [REDACTED], and glpat-[REDACTED]"
         );
         assert_eq!(redact_known("short one: abc", &["abc", ""]), "short one: abc", "too short to be a secret");
+        // Found in review: an echo without the prefix, any prefix, still gives the secret away.
+        assert_eq!(redact_known("bad token Zq3xY9pLm2Kd8Vn4Rt6W", &[custom]), "bad token [REDACTED]");
+        assert_eq!(
+            redact_known("bad token AbCdEfGhIj0123456789", &["glpat-AbCdEfGhIj0123456789"]),
+            "bad token [REDACTED]"
+        );
+        // A value patrol read (discover) is redacted from every error text, whichever request.
+        watch("corp-Wq8eR5tY2uI9oP3aS6dF");
+        assert_eq!(redact_known("echo Wq8eR5tY2uI9oP3aS6dF", &[]), "echo [REDACTED]");
     }
 
     #[test]

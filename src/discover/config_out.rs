@@ -66,6 +66,13 @@ pub fn render(discovery: &Discovery, generated_on: &str) -> (String, usize) {
         let best = e.tokens.iter().min_by_key(|t| (t.state, std::cmp::Reverse(t.token_id))).copied();
         let Some(t) = best else { continue };
         let all_revoked = e.tokens.iter().all(|t| t.state == State::Revoked);
+        // Several active tokens with one name: `plan` could not tell which is in use.
+        let active: Vec<String> =
+            e.tokens.iter().filter(|t| t.state == State::Active).map(|t| t.token_id.to_string()).collect();
+        let several_active = active.len() > 1;
+        // A service account whose group this walk did not see cannot be named as one: written as
+        // its user's personal token it would need an administrator, and be a guess.
+        let guessed_kind = t.kind == Some(TokenKind::ServiceAccount) && t.group.is_none();
         let mut block = String::new();
         let mut notes: Vec<String> = Vec::new();
         let id = slug(&t.name, &mut taken);
@@ -83,9 +90,14 @@ pub fn render(discovery: &Discovery, generated_on: &str) -> (String, usize) {
             }
             (TokenKind::ServiceAccount, None) => {
                 notes.push(format!(
-                    "{owner} is a service account whose top-level group this walk did not see: written as its user's personal token, which only an administrator may rotate"
+                    "{owner} is a service account whose top-level group this walk did not see: set `group` to it and uncomment this block (walk its group to have it written)"
                 ));
-                let _ = writeln!(block, "kind = \"personal\"\nname = {}\nuser = {}", quote(&t.name), quote(&owner));
+                let _ = writeln!(
+                    block,
+                    "kind = \"service_account\"\nname = {}\nuser = {}\ngroup = \"\"",
+                    quote(&t.name),
+                    quote(&owner)
+                );
             }
             (TokenKind::Personal, _) => {
                 let _ = writeln!(block, "kind = \"personal\"\nname = {}\nuser = {}", quote(&t.name), quote(&owner));
@@ -157,11 +169,19 @@ pub fn render(discovery: &Discovery, generated_on: &str) -> (String, usize) {
         if e.variables.iter().any(|v| v.holder == "group") {
             notes.push("a group variable holds it: add the pipelines of the group's projects that read it".into());
         }
+        if several_active {
+            notes.push(format!(
+                "{} active tokens are named {:?} (ids {}), and a config entry names a token by its name: revoke the ones not in use in GitLab, then uncomment this block",
+                active.len(),
+                t.name,
+                active.join(", ")
+            ));
+        }
         out.push('\n');
         for n in &notes {
             let _ = writeln!(out, "# {n}");
         }
-        if all_revoked {
+        if all_revoked || several_active || guessed_kind {
             for line in block.lines() {
                 let _ = writeln!(out, "{}", if line.is_empty() { "#".to_owned() } else { format!("# {line}") });
             }

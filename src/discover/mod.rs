@@ -272,6 +272,18 @@ fn shape(value: &str, custom: &[String]) -> Option<Shape> {
     None
 }
 
+/// The token a value holds: the whole value when it is token-shaped, else the first
+/// token-shaped word inside it (`Bearer glpat-…`, `https://oauth2:glpat-…@host/…`), marked as
+/// inside a longer value.
+fn token_of(value: &str, custom: &[String]) -> Option<(String, Shape, bool)> {
+    let v = value.trim();
+    if let Some(s) = shape(v, custom) {
+        return Some((v.to_owned(), s, false));
+    }
+    v.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .find_map(|w| shape(w, custom).map(|s| (w.to_owned(), s, true)))
+}
+
 /// A value's key in maps: a digest, so that no map holds secrets as plain strings.
 type Digest = [u8; 32];
 
@@ -461,7 +473,17 @@ pub async fn discover(
         for group in options.groups.iter().filter(|g| !g.contains('/')) {
             let accounts = match client.service_accounts(group).await {
                 Ok(a) => a,
-                Err(e) if not_for_us(&e) => continue,
+                Err(e) if not_for_us(&e) => {
+                    walked.unreadable.push(Unreadable {
+                        holder: "group",
+                        path: group.clone(),
+                        reason: format!(
+                            "GitLab answered {} to listing its service accounts: that needs the group's Owner role",
+                            e.status().unwrap_or_default()
+                        ),
+                    });
+                    continue;
+                }
                 Err(e) => return Err(failed(format!("listing the service accounts of group {group}"))(e)),
             };
             for account in accounts {
@@ -487,8 +509,10 @@ pub async fn discover(
     let mut values: HashMap<Digest, (Secret, Shape)> = HashMap::new();
     for (_, v) in &found {
         if let Some(value) = &v.value {
-            if let Some(s) = shape(value.expose(), &options.prefixes) {
-                values.entry(digest(value.expose())).or_insert_with(|| (Secret::new(value.expose().trim()), s));
+            if let Some((token, s, _)) = token_of(value.expose(), &options.prefixes) {
+                // Any error text, whichever request it answers, is redacted against every value.
+                crate::secret::watch(&token);
+                values.entry(digest(&token)).or_insert_with(|| (Secret::new(&token), s));
             }
         }
     }
@@ -549,6 +573,7 @@ pub async fn discover(
         let entry = token_entry(&t, owner, &resolver, &index, options.today);
         entries.insert(t.id, entry);
     }
+    walked.unreadable.append(&mut resolver.unreadable);
 
     // 5. Each variable → what it holds; each token → its variables.
     let mut variables = Vec::new();
@@ -556,21 +581,31 @@ pub async fn discover(
         let r = VariableRef::of(holder, v);
         let entry = match &v.value {
             None => hidden_entry(r, v.description.as_deref(), &entries),
-            Some(value) => match values.get(&digest(value.expose())) {
-                None => continue,
-                Some((_, Shape::Other(what))) => VariableEntry {
-                    variable: r,
-                    holds: Holds::Unknown,
-                    token_id: None,
-                    evidence: None,
-                    detail: format!("{what}, not an access token: not identified"),
-                },
-                Some((_, Shape::Access)) => {
-                    let ident =
-                        idents.get(&digest(value.expose())).cloned().unwrap_or(Ident::Failed("not identified".into()));
-                    value_entry(r, &ident, options.today)
+            Some(value) => {
+                let Some((token, _, inside)) = token_of(value.expose(), &options.prefixes) else { continue };
+                let token = Secret::new(&token);
+                let mut entry = match values.get(&digest(token.expose())) {
+                    None => continue,
+                    Some((_, Shape::Other(what))) => VariableEntry {
+                        variable: r,
+                        holds: Holds::Unknown,
+                        token_id: None,
+                        evidence: None,
+                        detail: format!("{what}, not an access token: not identified"),
+                    },
+                    Some((_, Shape::Access)) => {
+                        let ident = idents
+                            .get(&digest(token.expose()))
+                            .cloned()
+                            .unwrap_or(Ident::Failed("not identified".into()));
+                        value_entry(r, &ident, options.today)
+                    }
+                };
+                if inside {
+                    entry.detail = format!("{} (the token is inside a longer value)", entry.detail);
                 }
-            },
+                entry
+            }
         };
         if let Some(id) = entry.token_id {
             if let Some(t) = entries.get_mut(&id) {
@@ -720,6 +755,8 @@ struct Resolver<'c> {
     /// Service accounts: user id → (username, top-level group).
     service_accounts: HashMap<u64, (String, String)>,
     accounts_listed: bool,
+    /// Groups whose service accounts could not be listed, and why: reported, not skipped.
+    unreadable: Vec<Unreadable>,
 }
 
 impl<'c> Resolver<'c> {
@@ -730,6 +767,7 @@ impl<'c> Resolver<'c> {
             groups,
             known: HashMap::new(),
             service_accounts: HashMap::new(),
+            unreadable: Vec::new(),
             accounts_listed: false,
         }
     }
@@ -784,7 +822,14 @@ impl<'c> Resolver<'c> {
                         self.service_accounts.entry(a.id).or_insert((a.username, group.clone()));
                     }
                 }
-                Err(e) => tracing::debug!(group, error = %e, "cannot list its service accounts"),
+                Err(e) => self.unreadable.push(Unreadable {
+                    holder: "group",
+                    path: group.clone(),
+                    reason: format!(
+                        "listing its service accounts failed ({}): its service accounts' tokens are shown without their group, and --write-config leaves them commented out",
+                        crate::secret::redact(&e.to_string())
+                    ),
+                }),
             }
         }
     }
@@ -847,9 +892,11 @@ fn value_entry(r: VariableRef, ident: &Ident, today: NaiveDate) -> VariableEntry
                 t.expires_at.map_or_else(|| "expired".to_owned(), |d| format!("expired on {d}")),
             ),
         },
-        Ident::Dead => {
-            (Holds::Stale, None, "does not authenticate: revoked, expired, or not a token of this instance".into())
-        }
+        Ident::Dead => (
+            Holds::Stale,
+            None,
+            "does not authenticate here: revoked or expired (or a token of another GitLab instance, which only the token information API could tell)".into(),
+        ),
         Ident::Unknown => {
             (Holds::Unknown, None, "GitLab does not know this value: not a token of this instance, or deleted".into())
         }
@@ -898,7 +945,7 @@ fn findings(entries: &BTreeMap<u64, TokenEntry>, variables: &[VariableEntry], op
         });
     }
     for t in entries.values() {
-        if t.variables.len() > 1 {
+        if t.variables.len() > 1 && t.state == State::Active {
             out.push(Finding {
                 kind: FindingKind::SeveralPlaces,
                 token_id: Some(t.token_id),

@@ -5,6 +5,7 @@ mod budget;
 mod cli;
 mod concurrency;
 mod discover;
+mod discover_review;
 mod efficiency;
 mod engine;
 mod faults;
