@@ -50,7 +50,12 @@ async fn plain_http_to_a_name_that_only_looks_like_loopback_is_refused_before_an
         for command in ["plan", "rotate", "audit"] {
             let run = u.patrol_with(&[command], &[("PATROL_GITLAB_URL", &url)]).await;
             assert_eq!(run.code, 2, "{command} {url}: a usage error\n{}", tail(&run.stderr));
-            let refusal = format!("refusing plain http to {url}: the credential would cross the network unencrypted");
+            // A user-info part (`localhost:PORT@…`) is refused first, for itself.
+            let refusal = if url.contains('@') {
+                "the GitLab URL carries a user name or password (not shown)".to_owned()
+            } else {
+                format!("refusing plain http to {url}: the credential would cross the network unencrypted")
+            };
             assert!(run.stderr.contains(&refusal), "{command} {url}: says why\n{}", tail(&run.stderr));
             assert!(!run.stderr.contains("cannot reach GitLab"), "{command} {url}: no connection was tried");
         }
