@@ -533,6 +533,31 @@ MUTATIONS = [
         ROTATION + ["review::a_release_delete"],
     ),
 
+    Mutation(
+        "url-password-allowed",
+        "a GitLab URL carrying a user name or password is refused, never shown",
+        "src/config.rs",
+        "    if !parsed.username().is_empty() || parsed.password().is_some() {",
+        "    if false {",
+        ROTATION + ["discover_review::review_a_secret_in_the_gitlab_url"],
+    ),
+    Mutation(
+        "redact-whole-secrets-only",
+        "an echo of a secret without its prefix is redacted",
+        "src/secret.rs",
+        "            if tail.len() < 12 {",
+        "            if tail.len() < 1000 {",
+        ROTATION + ["discover_review::review_echoed"],
+    ),
+    Mutation(
+        "token-inside-ignored",
+        "a token inside a longer value is identified",
+        "src/discover/mod.rs",
+        "        .find_map(|w| shape(w, custom).map(|s| (w.to_owned(), s, true)))",
+        "        .find_map(|w| shape(w, custom).map(|s| (w.to_owned(), s, true)).filter(|_| false))",
+        ROTATION + ["discover_review::review_a_token_inside"],
+    ),
+
 ]
 
 
