@@ -127,7 +127,7 @@ MUTATIONS = [
         "a marker never claims what is not stored",
         "src/engine/mod.rs",
         "let description = with_pending(description, id);",
-        "let description = with_marker(description, id);",
+        "let description = with_marker(description, id, None);",
         ROTATION + ["markers::", "every_fault"],
     ),
     Mutation(
@@ -291,12 +291,12 @@ MUTATIONS = [
         ROTATION + ["identity::the_old_credential"],
     ),
     Mutation(
-        "duplicates-by-current-only",
-        "entries whose families share a token are one GitLab token",
+        "duplicates-ignored",
+        "two entries for one GitLab token (sharing a family token, or one user's token of one name) both fail",
         "src/engine/mod.rs",
-        "for id in s.iter().flat_map(|s| s.family.iter().map(|x| x.id).chain(s.hint.map(|h| h.id))) {",
-        "for id in s.iter().flat_map(|s| s.observed.current.iter().map(|x| x.id)) {",
-        ROTATION + ["identity::two_entries"],
+        "                if !others.is_empty() {",
+        "                if false {",
+        ROTATION + ["identity::two_entries", "review::two_entries"],
     ),
     Mutation(
         "self-adopts-a-marked-variable",
