@@ -14,7 +14,7 @@ pub mod output;
 use crate::config::{Config, Holder, TokenKind};
 use crate::engine::audit::ManagedIndex;
 use crate::engine::{marker, pending_marker};
-use crate::gitlab::model::{ApiNamed, ApiToken, ApiVariable};
+use crate::gitlab::model::{ApiNamed, ApiToken, ApiUser, ApiVariable};
 use crate::gitlab::{Client, GitlabError, TokenHome};
 use crate::secret::{Secret, TOKEN_PREFIXES};
 use chrono::NaiveDate;
@@ -562,6 +562,8 @@ pub async fn discover(
     let index = ManagedIndex::new(config);
     let all: Vec<ApiToken> =
         identified.values().cloned().chain(inventory.values().map(|(t, _)| t.clone())).collect::<Vec<_>>();
+    // The owners' users, read several at once rather than one after another below.
+    resolver.prefetch(all.iter().filter_map(|t| t.user_id).collect(), options.concurrency).await;
     for t in all {
         if entries.contains_key(&t.id) {
             continue;
@@ -754,6 +756,8 @@ struct Resolver<'c> {
     known: HashMap<u64, Result<(TokenKind, String), String>>,
     /// Service accounts: user id → (username, top-level group).
     service_accounts: HashMap<u64, (String, String)>,
+    /// Users read ahead, several at once ([`Resolver::prefetch`]).
+    users: HashMap<u64, Result<ApiUser, String>>,
     accounts_listed: bool,
     /// Groups whose service accounts could not be listed, and why: reported, not skipped.
     unreadable: Vec<Unreadable>,
@@ -767,6 +771,7 @@ impl<'c> Resolver<'c> {
             groups,
             known: HashMap::new(),
             service_accounts: HashMap::new(),
+            users: HashMap::new(),
             unreadable: Vec::new(),
             accounts_listed: false,
         }
@@ -783,8 +788,23 @@ impl<'c> Resolver<'c> {
         result
     }
 
+    /// Reads the users of `ids` not known yet, `concurrency` at once, for `look_up` to use.
+    async fn prefetch(&mut self, ids: BTreeSet<u64>, concurrency: usize) {
+        let client = self.client;
+        let wanted: Vec<u64> = ids.into_iter().filter(|id| !self.known.contains_key(id)).collect();
+        let users: Vec<(u64, Result<ApiUser, String>)> = futures::stream::iter(wanted)
+            .map(|id| async move { (id, client.user(id).await.map_err(|e| format!("cannot read user {id}: {e}"))) })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        self.users.extend(users);
+    }
+
     async fn look_up(&mut self, user_id: u64) -> Result<(TokenKind, String), String> {
-        let user = self.client.user(user_id).await.map_err(|e| format!("cannot read user {user_id}: {e}"))?;
+        let user = match self.users.remove(&user_id) {
+            Some(read) => read?,
+            None => self.client.user(user_id).await.map_err(|e| format!("cannot read user {user_id}: {e}"))?,
+        };
         let resource = |prefix: &str| user.username.strip_prefix(prefix)?.split_once("_bot")?.0.parse::<u64>().ok();
         if let Some(id) = resource("project_") {
             if let Some(path) = self.projects.get(&id) {
