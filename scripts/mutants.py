@@ -495,16 +495,16 @@ MUTATIONS = [
         "discover-overwrites",
         "discover --write-config never overwrites a file without --force",
         "src/app.rs",
-        "        if path.exists() && !args.force {",
-        "        if path.exists() && !args.force && false {",
+        "        if path.symlink_metadata().is_ok() && !args.force {",
+        "        if path.symlink_metadata().is_ok() && !args.force && false {",
         ROTATION + ["discover::write_config_never_overwrites"],
     ),
     Mutation(
         "discover-one-place-enough",
         "a token stored in several variables is a finding",
         "src/discover/mod.rs",
-        "        if t.variables.len() > 1 {",
-        "        if t.variables.len() > 2 {",
+        "        if t.variables.len() > 1 && t.state == State::Active {",
+        "        if t.variables.len() > 2 && t.state == State::Active {",
         ROTATION + ["discover::"],
     ),
 
@@ -527,9 +527,9 @@ MUTATIONS = [
     Mutation(
         "release-delete-resent",
         "a lock's DELETE is sent once",
-        "src/engine/lock.rs",
-        "    match client.delete_variable_once(&held.holder, &held.key, \"*\").await {",
-        "    match client.delete_variable(&held.holder, &held.key, \"*\").await {",
+        "src/gitlab/endpoints.rs",
+        "self.request_with(None, Method::DELETE, &path, &[(FILTER, scope.into())], None, false)",
+        "self.request_with(None, Method::DELETE, &path, &[(FILTER, scope.into())], None, true)",
         ROTATION + ["review::a_release_delete"],
     ),
 

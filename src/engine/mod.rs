@@ -1259,9 +1259,7 @@ impl Engine {
             // lost left, and GitLab's deadline runs from that attempt (§12). The return is never
             // earlier, so the deadline is never cut short.
             let sent = tokio::time::Instant::now();
-            if let Some(limit) = error.expiry_limit().filter(|l| *l < expires_at) {
-                notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
-                expires_at = limit;
+            if shortened(&error, &mut expires_at, &mut notes) {
                 continue;
             }
             if !error.outcome_unknown() {
@@ -1416,10 +1414,7 @@ impl Engine {
                 };
             // When the failed call returned, as in `obtain_by_rotation`.
             let sent = tokio::time::Instant::now();
-            // A user's or service account's token answers 422, a project's or group's 400 (§11).
-            if let Some(limit) = error.expiry_limit().filter(|l| *l < expires_at) {
-                notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
-                expires_at = limit;
+            if shortened(&error, &mut expires_at, &mut notes) {
                 continue;
             }
             if !error.outcome_unknown() {
@@ -1713,6 +1708,20 @@ impl Engine {
             out.error = Some(format!("still {} after {wait_minutes} minutes", last.status));
         }
         out
+    }
+}
+
+/// When GitLab refused `expires_at` as past its lifetime limit (400 on a rotation or a project
+/// or group token's create, 422 on a user's or service account's token create, §11): moves it
+/// to the limit GitLab named, notes why, and says to try again.
+fn shortened(error: &GitlabError, expires_at: &mut NaiveDate, notes: &mut Vec<String>) -> bool {
+    match error.expiry_limit().filter(|l| l < expires_at) {
+        Some(limit) => {
+            notes.push(format!("GitLab allows expiry up to {limit}, so the new token expires then"));
+            *expires_at = limit;
+            true
+        }
+        None => false,
     }
 }
 

@@ -369,17 +369,12 @@ impl Client {
         Ok(())
     }
 
-    /// The same `DELETE`, sent once: a lost answer is not followed by a second `DELETE`, whose
-    /// first could land later and delete a variable created in between (patrol's locks).
+    /// `DELETE …/variables/:key?filter[environment_scope]=` → 204 (§3.1), sent once: a lost answer
+    /// is not followed by a second `DELETE`, whose first could land later and delete a variable
+    /// created in between (patrol's locks, the only variables patrol deletes).
     pub async fn delete_variable_once(&self, holder: &Holder, key: &str, scope: &str) -> Result<(), GitlabError> {
         let path = format!("{}/{}", holder_path(holder), encode(key));
         self.request_with(None, Method::DELETE, &path, &[(FILTER, scope.into())], None, false).await.map(|_| ())
-    }
-
-    /// `DELETE …/variables/:key?filter[environment_scope]=` → 204 (§3.1).
-    pub async fn delete_variable(&self, holder: &Holder, key: &str, scope: &str) -> Result<(), GitlabError> {
-        let path = format!("{}/{}", holder_path(holder), encode(key));
-        self.request(None, Method::DELETE, &path, &[(FILTER, scope.into())], None).await.map(|_| ())
     }
 
     /// The most recent pipeline on `reference` (§4: default order is by id, descending).

@@ -32,26 +32,16 @@ fn readable(project: &str, key: &str, token: &str) -> SeedVariable {
 /// a group token in a hidden group variable; a service account's token in a hidden variable
 /// carrying patrol's marker (set by [`world`]).
 fn seed() -> Seed {
+    let mut seed = people(&["sec/app", "sec/web", "sec/ops", "sec/inventory"]);
+    seed.tokens.extend([
+        SeedToken { project: Some("sec/app".into()), ..token("app-ci", 200) },
+        SeedToken { user: Some("alice".into()), revoked: true, ..token("old-deploy", 100) },
+        SeedToken { user: Some("alice".into()), expires_in_days: None, ..token("forever", 0) },
+        SeedToken { user: Some("alice".into()), ..token("alice-laptop", 10) },
+        SeedToken { group: Some("sec".into()), ..token("sec-reports", 200) },
+        SeedToken { user: Some("svc-inv".into()), ..token("inventory", 200) },
+    ]);
     Seed {
-        users: vec![
-            SeedUser { username: "root".into(), admin: true, ..Default::default() },
-            SeedUser { username: "alice".into(), ..Default::default() },
-            SeedUser { username: "svc-inv".into(), service_account_of: Some("sec".into()), ..Default::default() },
-        ],
-        groups: vec!["sec".into()],
-        projects: ["sec/app", "sec/web", "sec/ops", "sec/inventory"]
-            .into_iter()
-            .map(|p| SeedProject { path: p.into(), ..Default::default() })
-            .collect(),
-        tokens: vec![
-            SeedToken { user: Some("root".into()), secret: Some(ADMIN.into()), ..token("admin", 300) },
-            SeedToken { project: Some("sec/app".into()), ..token("app-ci", 200) },
-            SeedToken { user: Some("alice".into()), revoked: true, ..token("old-deploy", 100) },
-            SeedToken { user: Some("alice".into()), expires_in_days: None, ..token("forever", 0) },
-            SeedToken { user: Some("alice".into()), ..token("alice-laptop", 10) },
-            SeedToken { group: Some("sec".into()), ..token("sec-reports", 200) },
-            SeedToken { user: Some("svc-inv".into()), ..token("inventory", 200) },
-        ],
         variables: vec![
             readable("sec/app", "APP_TOKEN", "app-ci"),
             readable("sec/web", "APP_TOKEN", "app-ci"),
@@ -67,6 +57,22 @@ fn seed() -> Seed {
                 ..Default::default()
             },
         ],
+        ..seed
+    }
+}
+
+/// The people of discover's tests: an administrator (whose token is patrol's credential), alice,
+/// and group sec with its service account svc-inv; and these projects of sec, without tokens.
+pub fn people(projects: &[&str]) -> Seed {
+    Seed {
+        users: vec![
+            SeedUser { username: "root".into(), admin: true, ..Default::default() },
+            SeedUser { username: "alice".into(), ..Default::default() },
+            SeedUser { username: "svc-inv".into(), service_account_of: Some("sec".into()), ..Default::default() },
+        ],
+        groups: vec!["sec".into()],
+        projects: projects.iter().map(|p| SeedProject { path: (*p).into(), ..Default::default() }).collect(),
+        tokens: vec![SeedToken { user: Some("root".into()), secret: Some(ADMIN.into()), ..token("admin", 300) }],
         ..Default::default()
     }
 }

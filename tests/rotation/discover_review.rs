@@ -6,7 +6,7 @@
 
 use crate::engine::tail;
 use crate::helpers::*;
-use patrol::simulator::seed::{SeedProject, SeedToken, SeedUser, SeedVariable};
+use patrol::simulator::seed::{SeedProject, SeedToken, SeedVariable};
 use patrol::simulator::{Fault, FaultAction, Seed};
 use serde_json::Value;
 
@@ -15,20 +15,7 @@ const BOB_SECRET: &str = "glpat-ReviewBobSecret000002";
 const ACME_SECRET: &str = "acme_ReviewCustomPrefix0003";
 
 fn base_seed() -> Seed {
-    Seed {
-        users: vec![
-            SeedUser { username: "root".into(), admin: true, ..Default::default() },
-            SeedUser { username: "alice".into(), ..Default::default() },
-            SeedUser { username: "svc-inv".into(), service_account_of: Some("sec".into()), ..Default::default() },
-        ],
-        groups: vec!["sec".into()],
-        projects: ["sec/app", "sec/web", "sec/ops"]
-            .into_iter()
-            .map(|p| SeedProject { path: p.into(), ..Default::default() })
-            .collect(),
-        tokens: vec![SeedToken { user: Some("root".into()), secret: Some(ADMIN.into()), ..token("admin", 300) }],
-        ..Default::default()
-    }
+    crate::discover::people(&["sec/app", "sec/web", "sec/ops"])
 }
 
 /// A universe without a config file: discover runs without one.
